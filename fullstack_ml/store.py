@@ -9,7 +9,7 @@ __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 
            'is_postgres', 'now', 'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob',
            'open_files']
 
-# %% ../nbs/core/store.ipynb #065fc1e8
+# %% ../nbs/core/store.ipynb #ba906ed0
 import hashlib
 import os
 import time
@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from .settings import get_settings
 
-# %% ../nbs/core/store.ipynb #58097ea1
+# %% ../nbs/core/store.ipynb #3ea80422
 metadata = sa.MetaData()
 
 items = sa.Table(
@@ -188,7 +188,7 @@ aliases = sa.Table(
     sa.Column("history", sa.JSON),  # earlier versions, newest last, for rollback
 )
 
-# %% ../nbs/core/store.ipynb #220d431e
+# %% ../nbs/core/store.ipynb #d567362a
 schema_version = sa.Table("schema_version", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False))
 
 
@@ -220,7 +220,7 @@ def migrate(engine: Engine, migrations: list = MIGRATIONS) -> int:
             conn.execute(schema_version.insert().values(version=number))
     return len(migrations)
 
-# %% ../nbs/core/store.ipynb #35ee6a6d
+# %% ../nbs/core/store.ipynb #521565e7
 class StoreError(RuntimeError):
     "The store cannot be reached or used as configured."
 
@@ -256,7 +256,7 @@ def _sqlite_engine(db_url: str) -> Engine:
 
     return engine
 
-# %% ../nbs/core/store.ipynb #8f79b4cb
+# %% ../nbs/core/store.ipynb #ed03c0b9
 _engines: dict[str, Engine] = {}
 
 
@@ -295,7 +295,7 @@ def now() -> float:
     "Seconds since the epoch: how the store writes every time."
     return time.time()
 
-# %% ../nbs/core/store.ipynb #ca2d9959
+# %% ../nbs/core/store.ipynb #533f9eda
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -351,7 +351,7 @@ class FileStore:
         "A URL for `name` that fsspec can open from anywhere."
         return self.fs.unstrip_protocol(self.path(name))
 
-# %% ../nbs/core/store.ipynb #90265e5a
+# %% ../nbs/core/store.ipynb #57ec776a
 def blob_name(sha: str) -> str:
     "Where a blob lives: fanned out by its first two hex digits so no folder grows huge."
     return f"blobs/{sha[:2]}/{sha}"
