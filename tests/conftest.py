@@ -76,9 +76,13 @@ def postgres_url(tmp_path_factory):
     if not bins:
         missing("PostgreSQL (apt-get install postgresql)")
     bindir = Path(bins[-1]).parent
-    data = tmp_path_factory.mktemp("pg") / "data"
-    data.parent.chmod(0o777)
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="fsml-pg-"))  # not under pytest's 0700 tmp: the server runs as postgres
+    data = root / "data"
+    as_postgres = []
+    if os.geteuid() == 0:  # initdb refuses root
+        shutil.chown(root, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
     subprocess.run(as_postgres + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                   "--no-sync"], check=True, capture_output=True)
     port = free_port()
@@ -97,6 +101,7 @@ def postgres_url(tmp_path_factory):
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         stop(proc, signal.SIGINT)  # fast shutdown
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""CI fails when an exported module was edited by hand or a notebook carries outputs."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CHECK = [sys.executable, str(REPO / "tools" / "check_notebooks.py")]
+
+
+@pytest.fixture
+def copy(tmp_path):
+    "A copy of the project's sources, where breaking things is safe."
+    dest = tmp_path / "repo"
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".venv", ".git", "test-artifacts", "*.egg-info",
+                                                              "__pycache__", "build", "dist"))
+    return dest
+
+
+def test_the_checkout_is_clean(copy):
+    result = subprocess.run(CHECK + [str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_hand_edited_module_fails_the_check(copy):
+    module = copy / "fullstack_ml" / "settings.py"
+    module.write_text(module.read_text().replace('DEFAULT_HOME = "~/.fullstack_ml"', 'DEFAULT_HOME = "/tmp/x"'))
+    result = subprocess.run(CHECK + [str(copy)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "fullstack_ml/settings.py" in result.stderr
+
+
+def test_a_notebook_with_outputs_fails_the_check(copy):
+    path = copy / "nbs" / "core" / "settings.ipynb"
+    nb = json.loads(path.read_text())
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]
+    code["execution_count"] = 1
+    path.write_text(json.dumps(nb, indent=1))
+    result = subprocess.run(CHECK + [str(copy)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "nbs/core/settings.ipynb" in result.stderr
