@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 'leases', 'annotations', 'dataset_versions',
            'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'schema_version', 'MIGRATIONS',
-           'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'connect', 'write_transaction',
-           'is_postgres', 'now', 'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob',
-           'open_files']
+           'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
+           'write_transaction', 'is_postgres', 'now', 'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name',
+           'put_blob', 'get_blob', 'open_files']
 
-# %% ../nbs/core/store.ipynb #ba906ed0
+# %% ../nbs/core/store.ipynb #ab170f75
 import hashlib
 import os
 import time
@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from .settings import get_settings
 
-# %% ../nbs/core/store.ipynb #3ea80422
+# %% ../nbs/core/store.ipynb #0d5ee1b0
 metadata = sa.MetaData()
 
 items = sa.Table(
@@ -188,7 +188,7 @@ aliases = sa.Table(
     sa.Column("history", sa.JSON),  # earlier versions, newest last, for rollback
 )
 
-# %% ../nbs/core/store.ipynb #d567362a
+# %% ../nbs/core/store.ipynb #37d30930
 schema_version = sa.Table("schema_version", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False))
 
 
@@ -220,7 +220,7 @@ def migrate(engine: Engine, migrations: list = MIGRATIONS) -> int:
             conn.execute(schema_version.insert().values(version=number))
     return len(migrations)
 
-# %% ../nbs/core/store.ipynb #521565e7
+# %% ../nbs/core/store.ipynb #01315a36
 class StoreError(RuntimeError):
     "The store cannot be reached or used as configured."
 
@@ -256,7 +256,15 @@ def _sqlite_engine(db_url: str) -> Engine:
 
     return engine
 
-# %% ../nbs/core/store.ipynb #ed03c0b9
+# %% ../nbs/core/store.ipynb #24600bf6
+def open_engine(db_url: str) -> Engine:
+    "An engine set up for the store (SQLite pragmas, transactional DDL), leaving the schema alone."
+    db_url = normalize_db_url(db_url)
+    if db_url.startswith("sqlite"):
+        return _sqlite_engine(db_url)
+    return sa.create_engine(db_url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
 _engines: dict[str, Engine] = {}
 
 
@@ -267,10 +275,7 @@ def connect(db_url: str | None = None) -> Engine:
         return _engines[db_url]
     shown = make_url(db_url).render_as_string(hide_password=True)
     try:
-        if db_url.startswith("sqlite"):
-            engine = _sqlite_engine(db_url)
-        else:
-            engine = sa.create_engine(db_url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = open_engine(db_url)
         migrate(engine)
     except (sa.exc.OperationalError, sa.exc.ArgumentError, ImportError, OSError, ValueError) as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
@@ -295,7 +300,7 @@ def now() -> float:
     "Seconds since the epoch: how the store writes every time."
     return time.time()
 
-# %% ../nbs/core/store.ipynb #533f9eda
+# %% ../nbs/core/store.ipynb #0cf3b15c
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -351,7 +356,7 @@ class FileStore:
         "A URL for `name` that fsspec can open from anywhere."
         return self.fs.unstrip_protocol(self.path(name))
 
-# %% ../nbs/core/store.ipynb #57ec776a
+# %% ../nbs/core/store.ipynb #369ec1ed
 def blob_name(sha: str) -> str:
     "Where a blob lives: fanned out by its first two hex digits so no folder grows huge."
     return f"blobs/{sha[:2]}/{sha}"
