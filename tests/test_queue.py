@@ -1,0 +1,87 @@
+"""The job queue on both backends: batching, leases and redelivery, first-result-wins, dead letters, TTL."""
+import time
+import uuid
+
+import pytest
+
+from fullstack_ml.queue import open_queue
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_url(request, tmp_path):
+    "A fresh queue URL on each backend (Redis: a unique key prefix on the session's server)."
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/queue.db"
+    redis_url = request.getfixturevalue("redis_url")
+    return f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}"
+
+
+def test_claims_batches_up_to_max_jobs_and_waits_at_most_max_delay(queue_url):
+    q = open_queue(queue_url)
+    ids = [q.put(f"img{i}".encode(), {"i": i}) for i in range(5)]
+    batch = q.claim("w1", max_jobs=4, max_delay_ms=20, block_ms=200)
+    assert [j.id for j in batch] == ids[:4]
+    assert [j.meta["i"] for j in batch] == [0, 1, 2, 3]
+    start = time.monotonic()
+    rest = q.claim("w1", max_jobs=4, max_delay_ms=50, block_ms=200)  # one job: waits ~max_delay to fill, no more
+    took = time.monotonic() - start
+    assert [j.id for j in rest] == ids[4:]
+    assert 0.04 <= took < 0.5, took
+    start = time.monotonic()
+    assert q.claim("w1", max_jobs=4, max_delay_ms=10, block_ms=100) == []
+    assert time.monotonic() - start < 0.6
+
+
+def test_a_lost_lease_redelivers_to_another_worker_and_the_first_result_wins(queue_url):
+    q = open_queue(queue_url, lease_s=0.3)
+    ids = [q.put(b"x") for _ in range(3)]
+    dead_worker = q.claim("w1", max_jobs=3, max_delay_ms=0, block_ms=200)
+    assert len(dead_worker) == 3
+    assert q.claim("w2", max_jobs=3, max_delay_ms=0, block_ms=50) == []  # leased to w1
+    assert q.status(ids[0])["status"] == "running"
+    time.sleep(0.4)
+    again = q.claim("w2", max_jobs=3, max_delay_ms=0, block_ms=500)
+    assert sorted(j.id for j in again) == sorted(ids)
+    assert {j.deliveries for j in again} == {2}
+    assert q.complete_many([(j, {"by": "w2"}) for j in again]) == [True, True, True]
+    assert q.complete(dead_worker[0], {"by": "w1"}) is False  # a late duplicate changes nothing
+    assert q.results(ids) == {i: {"by": "w2"} for i in ids}
+    assert q.status(ids[0]) == {"id": ids[0], "status": "done", "deliveries": 2, "result": {"by": "w2"}}
+
+
+def test_a_poison_job_is_dead_lettered_with_its_reason(queue_url):
+    q = open_queue(queue_url, max_deliveries=3)
+    good, poison = q.put(b"fine"), q.put(b"poison")
+    states = []
+    for _ in range(5):
+        for job in q.claim("w", max_jobs=8, max_delay_ms=0, block_ms=200):
+            if job.payload == b"poison":
+                states.append(q.fail(job, "cannot decode image: not a PNG"))
+            else:
+                q.complete(job, {"ok": True})
+    assert states == ["queued", "queued", "failed"]
+    status = q.status(poison)
+    assert status["status"] == "failed" and "cannot decode image" in status["error"]
+    assert [d["id"] for d in q.dead_letters()] == [poison]
+    assert q.status(good)["status"] == "done"
+
+
+def test_a_job_whose_workers_keep_dying_ends_failed(queue_url):
+    q = open_queue(queue_url, lease_s=0.1, max_deliveries=2)
+    job_id = q.put(b"kills the worker")
+    for _ in range(2):  # two workers take it and die without a word
+        assert len(q.claim("w", max_jobs=1, max_delay_ms=0, block_ms=500)) == 1
+        time.sleep(0.15)
+    q._reclaimed_at = 0  # (Redis) look for expired leases now
+    assert q.claim("w", max_jobs=1, max_delay_ms=0, block_ms=100) == []
+    assert q.status(job_id)["status"] == "failed"
+    assert "did the workers crash" in q.status(job_id)["error"]
+
+
+def test_results_expire_after_their_time_to_live(queue_url):
+    q = open_queue(queue_url, result_ttl_s=1)
+    job_id = q.put(b"x")
+    q.complete(q.claim("w", max_jobs=1, block_ms=200)[0], {"label": "1"})
+    assert q.results([job_id]) == {job_id: {"label": "1"}}
+    time.sleep(2.1)
+    assert q.results([job_id]) == {}
