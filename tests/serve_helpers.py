@@ -1,0 +1,51 @@
+"""Helpers shared by the registry, serving and benchmark code: a run made from an untrained model, images."""
+import io
+import os
+
+from PIL import Image
+
+
+def make_run(engine, store, seed: int = 0, accuracy: float = 0.5) -> str:
+    "A finished training-run record whose checkpoint is a freshly initialised (untrained) model."
+    import torch
+    from fullstack_ml.model import LABELS, Preprocessing, build_model, weights_to_bytes
+    from fullstack_ml.store import now, runs
+
+    torch.manual_seed(seed)
+    config = {"labels": list(LABELS), "preprocessing": Preprocessing().config}
+    run_id = f"run-{seed}-{os.urandom(3).hex()}"
+    checkpoint = store.write(f"runs/{run_id}/weights.safetensors", weights_to_bytes(build_model(config)))
+    with engine.begin() as conn:
+        conn.execute(runs.insert().values(id=run_id, kind="train", status="done", config=config, created_at=now(),
+                                          metrics={"accuracy": accuracy}, checkpoint_path=checkpoint,
+                                          dataset_version="ds-test"))
+    return run_id
+
+
+def publish_untrained(seed: int = 0, promote_to: str | None = "production") -> dict:
+    "Publish an untrained model into the current FSML_HOME (optionally promoted); return its index row."
+    from fullstack_ml.registry import promote, publish
+    from fullstack_ml.store import connect, open_files
+
+    engine, store = connect(), open_files()
+    row = publish(make_run(engine, store, seed), engine=engine, store=store)
+    if promote_to:
+        promote(row["name"], row["version"], promote_to, engine)
+    return row
+
+
+def png_bytes(size=(28, 28), value: int = 0, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digit_png(seed: int = 0) -> bytes:
+    "A small random-ish 'digit' image, different per seed."
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    array = (rng.random((28, 28)) > 0.7).astype("uint8") * 255
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
