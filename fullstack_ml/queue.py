@@ -6,7 +6,7 @@
 __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'SQLITE_SCHEMA', 'READY', 'OPTION_TYPES', 'Job', 'new_job_id', 'JobQueue',
            'sqlite_claim_rows', 'sqlite_store_results', 'SQLiteQueue', 'RedisQueue', 'open_queue']
 
-# %% ../nbs/03b_queue.ipynb #4c82f76d
+# %% ../nbs/03b_queue.ipynb #cbf29a82
 import json
 import sqlite3
 import threading
@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from .settings import get_settings
 
-# %% ../nbs/03b_queue.ipynb #74340074
+# %% ../nbs/03b_queue.ipynb #83e85461
 @dataclass
 class Job:
     "One unit of work as a worker sees it."
@@ -38,7 +38,7 @@ LEASE_S = 30.0  # a claimed job is delivered again when its worker has not finis
 MAX_DELIVERIES = 3  # after this many deliveries without success a job is dead-lettered
 RESULT_TTL_S = 3600.0  # results (and finished jobs' status) are kept this long
 
-# %% ../nbs/03b_queue.ipynb #f3d5dbf0
+# %% ../nbs/03b_queue.ipynb #f26a299f
 class JobQueue:
     "What the API and the workers need from a queue; the backends below store the jobs."
 
@@ -62,7 +62,7 @@ class JobQueue:
         self._retry(job, reason)
         return "queued"
 
-# %% ../nbs/03b_queue.ipynb #a6a36b25
+# %% ../nbs/03b_queue.ipynb #f53959e2
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, payload BLOB, meta TEXT, status TEXT NOT NULL, deliveries INTEGER NOT NULL DEFAULT 0,
@@ -102,7 +102,7 @@ def sqlite_store_results(db, pairs: list, ttl_s: float) -> list[bool]:
                    "WHERE id = ?", (now, job.id))
     return firsts
 
-# %% ../nbs/03b_queue.ipynb #e0b48e6b
+# %% ../nbs/03b_queue.ipynb #3371b522
 class SQLiteQueue(JobQueue):
     "Jobs in one SQLite file: no server, safe across processes on one machine."
 
@@ -222,7 +222,7 @@ def _status_record(job_id, status, deliveries, error, result) -> dict:
         record["result"] = result
     return record
 
-# %% ../nbs/03b_queue.ipynb #560a01ea
+# %% ../nbs/03b_queue.ipynb #af41aa26
 class RedisQueue(JobQueue):
     "Jobs in a Redis Stream with a consumer group: workers on any machine."
 
@@ -351,7 +351,7 @@ class RedisQueue(JobQueue):
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-# %% ../nbs/03b_queue.ipynb #d8cb7059
+# %% ../nbs/03b_queue.ipynb #f62ce1f8
 OPTION_TYPES = {"lease_s": float, "max_deliveries": int, "result_ttl_s": float, "prefix": str}
 
 

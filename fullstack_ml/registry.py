@@ -8,8 +8,7 @@ __all__ = ['MANIFEST_FORMAT', 'DEFAULT_NAME', 'ALIASES', 'ArtifactError', 'model
            'list_artifacts', 'registry_cli', 'list_command', 'show_command', 'publish_command', 'promote_command',
            'rollback_command', 'verify_command']
 
-# %% ../nbs/03a_registry.ipynb #bf559393
-import hashlib
+# %% ../nbs/03a_registry.ipynb #242bcca0
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import fullstack_ml
 from .cli import emit
 from .store import aliases, artifacts, connect, now, open_files, runs, sha256_hex, write_transaction
 
-# %% ../nbs/03a_registry.ipynb #c789de69
+# %% ../nbs/03a_registry.ipynb #2d3f339f
 MANIFEST_FORMAT = "fullstack_ml.artifact/1"  # bump when the layout changes; loaders refuse formats they do not know
 DEFAULT_NAME = "digits"
 ALIASES = ("production", "staging")
@@ -44,7 +43,7 @@ def artifact_path(name: str, version: int) -> str:
     "Folder of an artifact in the file store."
     return f"artifacts/{name}/{version}"
 
-# %% ../nbs/03a_registry.ipynb #8dd21ca7
+# %% ../nbs/03a_registry.ipynb #766a0d89
 def input_signature(config: dict) -> dict:
     "What the artifact's model accepts, from a run's config."
     signature = {"body": {"content_types": ["image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"]}}
@@ -64,7 +63,7 @@ def _blank_image():
 
     return Image.new("L", (28, 28))
 
-# %% ../nbs/03a_registry.ipynb #48838d49
+# %% ../nbs/03a_registry.ipynb #a5e78491
 def get_run(engine, run_id: str | None = None) -> dict:
     "A run record by id, or the newest finished training run."
     query = sa.select(runs)
@@ -94,7 +93,7 @@ def pack(run: dict, store, name: str = DEFAULT_NAME) -> dict[str, bytes]:
     files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     return files
 
-# %% ../nbs/03a_registry.ipynb #2d622824
+# %% ../nbs/03a_registry.ipynb #b2019406
 def publish(run_id: str | None = None, name: str = DEFAULT_NAME, engine=None, store=None) -> dict:
     "Pack a run (default: the newest) and publish it as the next version of `name`; return its index row."
     engine, store = engine or connect(), store or open_files()
@@ -116,7 +115,7 @@ def publish(run_id: str | None = None, name: str = DEFAULT_NAME, engine=None, st
             continue
     raise RuntimeError(f"could not publish {name}: five publishers raced for the next version; try again")
 
-# %% ../nbs/03a_registry.ipynb #cc510b58
+# %% ../nbs/03a_registry.ipynb #395e24ba
 def parse_ref(ref: str) -> tuple[str, str | None]:
     "`'digits@3'` -> `('digits', '3')`; a bare name has no selector."
     name, _, selector = ref.partition("@")
@@ -146,7 +145,7 @@ def resolve(ref: str, engine=None) -> tuple[str, int]:
                                 f"or see `fsml registry list`")
     return name, int(version)
 
-# %% ../nbs/03a_registry.ipynb #fcdd1e3d
+# %% ../nbs/03a_registry.ipynb #40cfc1d5
 def promote(name: str, version: int, alias: str = "production", engine=None) -> dict:
     "Point `alias` of `name` at `version`, remembering the version it pointed at before."
     engine = engine or connect()
@@ -176,7 +175,7 @@ def rollback(name: str, alias: str = "production", engine=None) -> dict:
             version=version, updated_at=now(), history=history))
     return {"name": name, "alias": alias, "version": version, "previous": row["version"]}
 
-# %% ../nbs/03a_registry.ipynb #58aabc55
+# %% ../nbs/03a_registry.ipynb #15b42386
 def verify(ref: str, engine=None, store=None) -> dict:
     "Check every checksum of an artifact; return its manifest, or raise ArtifactError naming the bad file."
     engine, store = engine or connect(), store or open_files()
@@ -208,7 +207,7 @@ def _read(store, path: str, file_name: str, where: str) -> bytes:
     except FileNotFoundError:
         raise ArtifactError(f"{where}: {file_name} is missing from {store.url_of(path)}; republish or roll back") from None
 
-# %% ../nbs/03a_registry.ipynb #fbb3bfa7
+# %% ../nbs/03a_registry.ipynb #c7066975
 @dataclass
 class LoadedModel:
     "A verified artifact, ready to predict."
@@ -231,7 +230,7 @@ def load(ref: str = DEFAULT_NAME, engine=None, store=None) -> LoadedModel:
     predictor = Predictor.from_files(files["weights.safetensors"], manifest["config"])
     return LoadedModel(manifest["name"], manifest["version"], manifest, predictor)
 
-# %% ../nbs/03a_registry.ipynb #03b1bd2c
+# %% ../nbs/03a_registry.ipynb #d827606d
 def list_artifacts(engine=None, name: str | None = None) -> list[dict]:
     "Every published version, newest first, with the aliases pointing at it."
     engine = engine or connect()
@@ -243,7 +242,7 @@ def list_artifacts(engine=None, name: str | None = None) -> list[dict]:
         row["aliases"] = sorted(a for n, a, v in pointers if n == row["name"] and v == row["version"])
     return rows
 
-# %% ../nbs/03a_registry.ipynb #e0b5ca16
+# %% ../nbs/03a_registry.ipynb #eb1d5aa0
 @click.group("registry")
 def registry_cli():
     "Model artifacts: list, show, publish, promote, roll back, verify."
@@ -272,7 +271,7 @@ def show_command(ref, as_json):
     manifest.pop("_files")
     emit(manifest, as_json)
 
-# %% ../nbs/03a_registry.ipynb #d3c4c378
+# %% ../nbs/03a_registry.ipynb #98c78e0f
 @registry_cli.command("publish")
 @click.option("--run", "run_id", help="run id (default: the newest finished training run)")
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
