@@ -5,16 +5,17 @@
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SUBCOMMANDS', 'emit', 'FsmlGroup', 'main', 'pipeline']
 
-# %% ../nbs/core/cli.ipynb #03278b6c
+# %% ../nbs/core/cli.ipynb #c0b89b53
 import importlib
 import json
+import os
 import sys
 
 import click
 
 from . import __version__
 
-# %% ../nbs/core/cli.ipynb #8965a140
+# %% ../nbs/core/cli.ipynb #2c35f442
 def emit(data, as_json: bool, text: str | None = None) -> None:
     "Print `data` as one JSON object (or JSON lines for a list) with `--json`, else `text` for people."
     if as_json:
@@ -24,15 +25,14 @@ def emit(data, as_json: bool, text: str | None = None) -> None:
     else:
         click.echo(text if text is not None else json.dumps(data, indent=2, default=str))
 
-# %% ../nbs/core/cli.ipynb #800bff6b
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError, OSError)
+# %% ../nbs/core/cli.ipynb #a777264d
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError, RuntimeError)
 
 
 def _one_line(error: BaseException) -> str:
-    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(str(message).split()) or type(error).__name__
+    return " ".join(str(error).split()) or type(error).__name__
 
-# %% ../nbs/core/cli.ipynb #9f417095
+# %% ../nbs/core/cli.ipynb #0a8ec15d
 SUBCOMMANDS = {  # name -> (module, attribute); imported only when the subcommand runs
     "demo-site": ("fullstack_ml.collect", "demo_site_command"),
     "collect": ("fullstack_ml.collect", "collect_command"),
@@ -69,16 +69,18 @@ class FsmlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as error:
+            if os.environ.get("FSML_DEBUG"):
+                raise
             click.echo(f"fsml: error: {_one_line(error)}", err=True)
             sys.exit(1)
 
-# %% ../nbs/core/cli.ipynb #243d73e4
+# %% ../nbs/core/cli.ipynb #0e5c0a27
 @click.group(cls=FsmlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fsml")
 def main():
     "fullstack_ml: collect, annotate, version, train, evaluate and serve, on one store."
 
-# %% ../nbs/core/cli.ipynb #2854b107
+# %% ../nbs/core/cli.ipynb #3a5271e3
 @main.command()
 @click.option("--profile", default="default", show_default=True, help="profile of pipeline.yml (or of --config)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with more profiles")
