@@ -1,0 +1,181 @@
+"""The annotation queue under real concurrency: 16 processes on SQLite and on PostgreSQL, and a SIGKILLed one."""
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import fsml
+from fullstack_ml import store
+from fullstack_ml.annotate import DIGITS, claim, enqueue, ensure_project, submit
+from fullstack_ml.store import annotations, connect, items, now, sha256_hex, tasks
+
+WORKERS = 16
+fork = multiprocessing.get_context("fork")  # fast on 2 cores; each child opens its own connections
+
+
+def forget_engines():
+    "Drop this process's cached engines without closing connections a parent may still use."
+    for engine in store._engines.values():
+        engine.dispose(close=False)
+    store._engines.clear()
+
+
+def seed(db_url: str, n_items: int, overlap: int, project: str = "digits") -> list:
+    engine = connect(db_url)
+    ids = [sha256_hex(f"item {i}".encode()) for i in range(n_items)]
+    with engine.begin() as conn:
+        conn.execute(items.insert(), [dict(id=i, width=8, height=8, format="PNG", created_at=now()) for i in ids])
+    ensure_project(engine, project, DIGITS, overlap)
+    enqueue(engine, project, ids)
+    engine.dispose()
+    forget_engines()
+    return ids
+
+
+def label_for(item_id: str, annotator: str) -> str:
+    return str((int(item_id[:4], 16) + len(annotator)) % 10)
+
+
+def annotate_until_empty(db_url: str, project: str, annotator: str, batch: int, results) -> None:
+    "One annotator process: claim, label, repeat until the queue is empty; report what it did."
+    forget_engines()
+    engine = connect(db_url)
+    claimed, submitted = [], []
+    while True:
+        got = claim(engine, project, annotator, n=batch, lease_seconds=60)
+        if not got:
+            with engine.connect() as conn:
+                if conn.execute(sa.select(sa.func.count()).where(tasks.c.project == project)).scalar() == 0:
+                    break
+            time.sleep(0.02)  # the rest is leased to others or already labelled by us
+            continue
+        claimed += got
+        for item_id in got:
+            label = label_for(item_id, annotator)
+            submit(engine, project, item_id, annotator, label, seconds=0.1)
+            submitted.append((item_id, label))
+    results.put(dict(annotator=annotator, claimed=claimed, submitted=submitted))
+
+
+def run_annotators(db_url: str, project: str, batch: int = 2) -> list:
+    results = fork.Queue()
+    procs = [fork.Process(target=annotate_until_empty, args=(db_url, project, f"annotator{i:02d}", batch, results))
+             for i in range(WORKERS)]
+    for proc in procs:
+        proc.start()
+    reports = [results.get(timeout=240) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    return reports
+
+
+def stored_labels(db_url: str, project: str) -> list:
+    engine = connect(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(annotations.c.item_id, annotations.c.annotator, annotations.c.label)
+                            .where(annotations.c.project == project, annotations.c.kind == "label")).all()
+    return [tuple(row) for row in rows]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/fsml.db"
+    return request.getfixturevalue("postgres_db")
+
+
+@pytest.mark.slow
+def test_overlap_1_no_item_is_claimed_twice(db_url):
+    ids = seed(db_url, 320, overlap=1)
+    reports = run_annotators(db_url, "digits")
+    claimed = [item for report in reports for item in report["claimed"]]
+    assert len(claimed) == len(set(claimed)) == len(ids)  # every item claimed exactly once, by one process
+    submitted = sorted((item, report["annotator"], label) for report in reports for item, label in report["submitted"])
+    assert sorted(stored_labels(db_url, "digits")) == submitted  # every submitted label is stored, nothing else
+    assert sum(1 for report in reports if report["submitted"]) > 1  # they really worked side by side
+
+
+@pytest.mark.slow
+def test_overlap_3_exactly_three_labels_from_three_people(db_url):
+    ids = seed(db_url, 60, overlap=3)
+    reports = run_annotators(db_url, "digits", batch=1)
+    stored = stored_labels(db_url, "digits")
+    submitted = sorted((item, report["annotator"], label) for report in reports for item, label in report["submitted"])
+    assert sorted(stored) == submitted
+    people = defaultdict(list)
+    for item_id, annotator, _ in stored:
+        people[item_id].append(annotator)
+    assert set(people) == set(ids)
+    assert all(len(names) == 3 and len(set(names)) == 3 for names in people.values())
+
+
+def hold_a_lease(db_url: str, project: str, ready) -> None:
+    "Claim one item with a short lease, say so, then hang until killed."
+    forget_engines()
+    engine = connect(db_url)
+    ready.put(claim(engine, project, "doomed", n=1, lease_seconds=1.5))
+    time.sleep(600)
+
+
+@pytest.mark.slow
+def test_sigkilled_annotator_loses_its_lease(db_url):
+    (item_id,) = seed(db_url, 1, overlap=1)
+    ready = fork.Queue()
+    proc = fork.Process(target=hold_a_lease, args=(db_url, "digits", ready))
+    proc.start()
+    assert ready.get(timeout=60) == [item_id]
+    proc.kill()  # SIGKILL: no cleanup, the lease stays in the table
+    proc.join(10)
+    assert proc.exitcode == -9
+    engine = connect(db_url)
+    assert claim(engine, "digits", "survivor") == []  # still leased to the dead process
+    deadline = time.time() + 10
+    while not (got := claim(engine, "digits", "survivor")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert got == [item_id]  # served to someone else once the lease expired
+    submit(engine, "digits", item_id, "survivor", "4")
+    assert stored_labels(db_url, "digits") == [(item_id, "survivor", "4")]
+
+
+def test_module_stays_torch_free():
+    code = "import sys, fullstack_ml.annotate; assert 'torch' not in sys.modules, 'annotate imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_status_export_import(fsml_home, tmp_path):
+    db_url = f"sqlite:///{fsml_home}/fsml.db"
+    ids = seed(db_url, 4, overlap=1)
+    engine = connect(db_url)
+    labelled = set()
+    for person in ("ann", "ben"):
+        (item_id,) = claim(engine, "digits", person)
+        submit(engine, "digits", item_id, person, "3", seconds=2.0)
+        labelled.add(item_id)
+    labels_file = tmp_path / "labels.jsonl"
+    labels_file.write_text("".join(json.dumps({"item": i, "label": "7", "annotator": "expert"}) + "\n" for i in ids[:2]))
+    env = dict(os.environ)
+    assert "imported 2" in fsml("annotate", "import", labels_file, env=env).stdout
+    report = json.loads(fsml("annotate", "status", "--json", env=env).stdout)
+    assert (report["items"], report["remaining"]) == (4, 4 - len(labelled | set(ids[:2])))
+    assert {a["name"]: a["labels"] for a in report["annotators"]} == {"ann": 1, "ben": 1}
+    assert report["annotators"][0]["labels_per_hour"] == 1800.0
+    lines = [json.loads(line) for line in fsml("annotate", "export", env=env).stdout.splitlines()]
+    assert Counter(line["annotator"] for line in lines) == {"ann": 1, "ben": 1, "expert": 2}
+    assert {"item", "annotator", "label", "created_at"} <= set(lines[0])
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"item,label\n{ids[0]},eleven\n")
+    failed = fsml("annotate", "import", bad, env=env, check=False)
+    assert failed.returncode == 1 and "not in project 'digits'" in failed.stderr
+
+
+def test_app_refuses_open_network_without_token(fsml_home):
+    seed(f"sqlite:///{fsml_home}/fsml.db", 1, overlap=1)
+    failed = fsml("annotate", "app", "--host", "0.0.0.0", env=dict(os.environ), check=False, timeout=60)
+    assert failed.returncode == 1 and "FSML_TOKEN" in failed.stderr
