@@ -1,0 +1,90 @@
+"""The evaluation app in a real browser: Voila serves nbs/apps/eval.ipynb, Chromium clicks the confusion matrix.
+
+The store is seeded directly (items with tiny images, one evaluation with its predictions), so no model is trained.
+"""
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import free_port, stop, wait_for_port
+
+CLASSES = ["0", "1", "2"]
+# (true label, predicted label) of each item: cell (1, 2) holds three items, cell (2, 1) one
+PAIRS = [("0", "0")] * 3 + [("1", "1")] * 2 + [("1", "2")] * 3 + [("2", "2")] * 2 + [("2", "1")]
+
+
+def _png(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def seed_store() -> dict:
+    "Items with distinct tiny images and one evaluation of them; returns {(true, predicted): [item ids]}."
+    from fullstack_ml.eval import record_evaluation
+    from fullstack_ml.store import connect, items, now, open_files, put_blob
+
+    engine, store = connect(), open_files()
+    cells = {}
+    with engine.begin() as conn:
+        for number, (true, predicted) in enumerate(PAIRS):
+            sha = put_blob(store, _png(20 * number))
+            conn.execute(items.insert().values(id=sha, width=8, height=8, format="PNG", origin="demo",
+                                               caption=f"handwritten digit {true}", weak_label=true,
+                                               created_at=now()))
+            cells.setdefault((true, predicted), []).append(sha)
+    ids, labels, outputs = [], [], []
+    for (true, predicted), members in cells.items():
+        for item in members:
+            ids.append(item)
+            labels.append(true)
+            outputs.append({"label": predicted, "scores": {c: 0.8 if c == predicted else 0.1 for c in CLASSES}})
+    record_evaluation(engine, "run-seeded", "v-seeded", "test", ids, labels, outputs, CLASSES)
+    return cells
+
+
+@pytest.fixture
+def eval_app_url(fsml_home):
+    cells = seed_store()
+    port = free_port()
+    exe = Path(sys.executable).parent / "fsml"
+    proc = subprocess.Popen([str(exe), "eval", "app", "--port", str(port)], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        yield f"http://127.0.0.1:{port}/", cells
+    finally:
+        stop(proc)
+
+
+def shown_items(page) -> list[str]:
+    return sorted(page.eval_on_selector_all(".fsml-grid .fsml-item", "nodes => nodes.map(n => n.dataset.item)"))
+
+
+@pytest.mark.slow
+def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser, artifacts_dir):
+    url, cells = eval_app_url
+    page = browser.new_page(viewport={"width": 1200, "height": 1000})
+    page.goto(url, timeout=90_000)
+    page.wait_for_selector(".fsml-cm-1-2", timeout=90_000)
+    for (true, predicted) in [("1", "2"), ("2", "1"), ("0", "0")]:
+        i, j = CLASSES.index(true), CLASSES.index(predicted)
+        page.click(f".fsml-cm-{i}-{j}")
+        expected = sorted(cells[(true, predicted)])
+        page.wait_for_function(
+            "n => document.querySelectorAll('.fsml-grid .fsml-item').length === n", arg=len(expected), timeout=30_000)
+        assert shown_items(page) == expected, f"cell ({true}, {predicted})"
+        assert page.inner_text(".fsml-count") == str(len(expected))
+    page.click(".fsml-cm-1-2")
+    page.wait_for_function("ids => [...document.querySelectorAll('.fsml-grid .fsml-item')].map(n => n.dataset.item)"
+                           ".sort().join() === ids", arg=",".join(sorted(cells[("1", "2")])), timeout=30_000)
+    page.click(".fsml-grid .fsml-details >> nth=0")
+    page.wait_for_selector(".fsml-detail .fsml-provenance", timeout=30_000)
+    assert "handwritten digit 1" in page.inner_text(".fsml-detail")
+    page.screenshot(path=str(artifacts_dir / "eval_app.png"), full_page=True)
+    page.close()
