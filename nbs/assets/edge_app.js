@@ -1,0 +1,115 @@
+// The edge demo: the model runs in this browser with onnxruntime-web; no request leaves for another origin.
+// Draw (digit_canvas.js, the same canvas as the demo app) or upload; preprocess.js mirrors the Python
+// Preprocessing exactly; model.onnx is the network plus softmax; model.json says which artifact it is.
+import canvasWidget from "./digit_canvas.js";
+import { preprocess } from "./preprocess.js";
+
+const $ = (id) => document.getElementById(id);
+const timing = { modelReadyMs: null, firstPredictionMs: null, lastPredictionMs: null, predictions: 0 };
+window.fsmlTiming = timing;  // read by tests and benchmarks
+
+function setStatus(text, kind = "info") {
+  $("status").textContent = text;
+  $("status").className = `status ${kind}`;
+}
+
+async function loadModel() {
+  const info = await (await fetch("model.json")).json();
+  $("model-info").textContent = `model ${info.name} version ${info.version} (${info.ref}) · manifest sha256 ` +
+    `${info.manifest_sha256} · weights sha256 ${info.weights_sha256} · model.onnx sha256 ${info.onnx_sha256} · ` +
+    `onnxruntime-web ${info.runtime.version}`;
+  ort.env.wasm.wasmPaths = new URL("ort/", window.location.href).href;  // the runtime shipped with the site
+  ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a plain static host does not give
+  const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+  timing.modelReadyMs = performance.now();  // since navigation started
+  setStatus("Draw a digit, or upload an image. Clear with Esc, the c key or the button.");
+  return { info, session };
+}
+
+async function pixelsOf(blob) {
+  // decode as is (no colour management), on white, like the Python side composites transparency on white
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.fillStyle = "#ffffff";
+  context.fillRect(0, 0, bitmap.width, bitmap.height);
+  context.drawImage(bitmap, 0, 0);
+  const preview = $("preview").getContext("2d");
+  preview.fillStyle = "#ffffff";
+  preview.fillRect(0, 0, 112, 112);
+  preview.drawImage(bitmap, 0, 0, 112, 112);
+  return { rgba: context.getImageData(0, 0, bitmap.width, bitmap.height).data, width: bitmap.width,
+           height: bitmap.height };
+}
+
+function showScores(labels, scores, top) {
+  $("scores").replaceChildren(...labels.map((label, i) => {
+    const row = document.createElement("div");
+    row.className = label === top ? "bar top" : "bar";
+    row.dataset.label = label;
+    const name = document.createElement("span");
+    name.textContent = label;
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = `${Math.max(scores[i], 0) * 200}px`;
+    const value = document.createElement("span");
+    value.textContent = scores[i].toFixed(3);
+    row.append(name, fill, value);
+    return row;
+  }));
+}
+
+async function predict(blob) {
+  try {
+    const { info, session } = await ready;
+    const start = performance.now();
+    const { rgba, width, height } = await pixelsOf(blob);
+    const size = info.preprocessing.image_size;
+    const input = preprocess(rgba, width, height, info.preprocessing);
+    const output = await session.run({ image: new ort.Tensor("float32", input, [1, 1, size, size]) });
+    const scores = Array.from(output.scores.data);
+    const best = scores.indexOf(Math.max(...scores));
+    const label = info.labels[best];
+    timing.lastPredictionMs = performance.now() - start;
+    timing.predictions += 1;
+    if (timing.firstPredictionMs === null) timing.firstPredictionMs = timing.lastPredictionMs;
+    $("label").textContent = label;
+    $("label").dataset.label = label;
+    showScores(info.labels, scores, label);
+    $("timing").textContent = `model ready ${timing.modelReadyMs.toFixed(0)} ms after the page opened; ` +
+      `this prediction took ${timing.lastPredictionMs.toFixed(1)} ms, in this browser`;
+    setStatus("Done. Clear with Esc, the c key or the button, then draw again.");
+  } catch (error) {
+    setStatus(`Could not run the model here: ${error.message || error}`, "error");
+  }
+}
+
+function clearResult() {
+  $("label").textContent = "–";
+  delete $("label").dataset.label;
+  $("scores").replaceChildren();
+  $("timing").textContent = "";
+}
+
+const ready = loadModel();
+ready.catch((error) => setStatus(`The model could not be loaded: ${error.message || error}`, "error"));
+
+const settings = { size: 280, line_width: 22, delay_ms: 300 };
+const canvasModel = {  // what digit_canvas.js needs from anywidget's model, answered in the page
+  listeners: {},
+  get: (name) => settings[name],
+  on(event, listener) { (this.listeners[event] ||= []).push(listener); },
+  send(content, callbacks, buffers) {
+    if (content.type === "image") predict(new Blob([buffers[0]], { type: "image/png" }));
+    if (content.type === "clear") clearResult();
+  },
+};
+canvasWidget.render({ model: canvasModel, el: $("canvas") });
+
+$("upload").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) predict(file);
+  event.target.value = "";  // so the same file can be chosen again
+});
