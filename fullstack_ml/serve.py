@@ -7,7 +7,7 @@ __all__ = ['MAX_BODY_BYTES', 'MAX_PIXELS', 'MAGIC', 'BadInput', 'sniff_type', 'c
            'Worker', 'ResultWaiter', 'make_metrics', 'error_response', 'read_image_body', 'check_token', 'create_app',
            'add_error_handlers', 'add_routes', 'serve_cli', 'api_command', 'worker_command']
 
-# %% ../nbs/04_serve.ipynb #32f09532
+# %% ../nbs/04_serve.ipynb #15b2f521
 import asyncio
 import hmac
 import io
@@ -34,7 +34,7 @@ from .cli import emit
 from .queue import open_queue
 from .settings import check_listen, get_settings
 
-# %% ../nbs/04_serve.ipynb #ded8245a
+# %% ../nbs/04_serve.ipynb #7fb55943
 MAX_BODY_BYTES = 5 * 2**20  # largest request body accepted
 MAX_PIXELS = 4096 * 4096  # largest image (width x height) decoded
 MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
@@ -55,7 +55,7 @@ def sniff_type(data: bytes) -> str | None:
         return "image/webp"
     return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
-# %% ../nbs/04_serve.ipynb #8583f847
+# %% ../nbs/04_serve.ipynb #9394b2f7
 def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     "Decode untrusted image bytes safely, or raise BadInput saying what is wrong."
     if not data:
@@ -81,7 +81,7 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                        "truncated or corrupt?") from None
     return image
 
-# %% ../nbs/04_serve.ipynb #09f6c720
+# %% ../nbs/04_serve.ipynb #f99941e0
 def predict_batch(model: registry.LoadedModel, images: list) -> list[dict]:
     "One forward pass over decoded images: `{label, scores}` each."
     import torch
@@ -103,7 +103,7 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
         except BadInput as error:
             queue.fail(job, f"{error.code}: {error.message}")
     if not good:
-        return {"done": 0, "failed": len(jobs)}
+        return {"done": 0, "duplicates": 0, "failed": len(jobs)}
     start = time.perf_counter()
     outputs = predict_batch(model, images)
     inference_ms = (time.perf_counter() - start) * 1000
@@ -114,7 +114,7 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
     firsts = queue.complete_many(pairs)
     return {"done": sum(firsts), "duplicates": len(firsts) - sum(firsts), "failed": len(jobs) - len(good)}
 
-# %% ../nbs/04_serve.ipynb #c118d73b
+# %% ../nbs/04_serve.ipynb #2fa5133a
 class Worker:
     "Claims batches from the queue and answers them with the model an alias (or a pinned version) names."
 
@@ -123,7 +123,8 @@ class Worker:
         self.queue, self.model_ref, self.batch_size, self.max_delay_ms = queue, model_ref, batch_size, max_delay_ms
         self.reload_s, self.name = reload_s, name or f"{socket.gethostname()}-{os.getpid()}"
         self.model = registry.load(model_ref)
-        self.checked_at, self.stopping, self.counts = time.monotonic(), False, {"batches": 0, "done": 0, "failed": 0}
+        self.checked_at, self.stopping = time.monotonic(), False
+        self.counts = {"batches": 0, "done": 0, "duplicates": 0, "failed": 0}
 
     def follow_alias(self) -> None:
         "Load the version the alias points at now, then swap (the old model serves until the new one is ready)."
@@ -151,11 +152,11 @@ class Worker:
             if jobs:  # once claimed, a batch is always finished, even when a stop was asked meanwhile
                 done = process_batch(self.queue, self.model, jobs, self.name)
                 self.counts["batches"] += 1
-                self.counts["done"] += done["done"]
-                self.counts["failed"] += done["failed"]
+                for key, value in done.items():
+                    self.counts[key] += value
         return self.counts
 
-# %% ../nbs/04_serve.ipynb #a6a019fe
+# %% ../nbs/04_serve.ipynb #78fd15d0
 class ResultWaiter:
     "Wait for many jobs' results with one poll loop."
 
@@ -184,7 +185,7 @@ class ResultWaiter:
                     future.set_result(result)
             await asyncio.sleep(self.poll_s)
 
-# %% ../nbs/04_serve.ipynb #d68cafd3
+# %% ../nbs/04_serve.ipynb #e87258e6
 def make_metrics() -> dict:
     "Prometheus metrics in their own registry (several apps can live in one process)."
     collectors = CollectorRegistry()
@@ -205,7 +206,7 @@ def error_response(status: int, code: str, message: str, **extra) -> JSONRespons
     "The API's one error shape: `{\"error\": {\"code\", \"message\"}}`."
     return JSONResponse({"error": {"code": code, "message": message}, **extra}, status_code=status)
 
-# %% ../nbs/04_serve.ipynb #33147868
+# %% ../nbs/04_serve.ipynb #1e41a870
 async def read_image_body(request: Request, max_bytes: int) -> bytes:
     "The image bytes of a request (raw body or multipart field `file`), at most `max_bytes`."
     too_big = BadInput(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes: send a smaller image")
@@ -230,7 +231,7 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
         raise too_big
     return data
 
-# %% ../nbs/04_serve.ipynb #b68a39b7
+# %% ../nbs/04_serve.ipynb #07d51eb7
 def check_token(request: Request, token: str | None) -> JSONResponse | None:
     "An error response when a token is required and the request lacks the right one, else None."
     if not token:
@@ -242,7 +243,7 @@ def check_token(request: Request, token: str | None) -> JSONResponse | None:
         return error_response(403, "forbidden", "the token is wrong: send 'Authorization: Bearer <FSML_TOKEN>'")
     return None
 
-# %% ../nbs/04_serve.ipynb #e9a79b65
+# %% ../nbs/04_serve.ipynb #43065200
 def create_app(queue_url: str | None = None, token: str | None = None, model_ref: str = "digits@production",
                wait_s: float = 10.0, max_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
     "The HTTP API: `/v1/predict`, `/v1/jobs/{id}`, `/healthz`, `/metrics`."
@@ -285,7 +286,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def internal_error(request, error):
         return error_response(500, "internal", f"{type(error).__name__}: the service failed on this request")
 
-# %% ../nbs/04_serve.ipynb #6db02647
+# %% ../nbs/04_serve.ipynb #8080bc94
 def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pixels) -> None:
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -326,7 +327,7 @@ def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pi
     async def prometheus_metrics():
         return Response(generate_latest(metrics["registry"]), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/04_serve.ipynb #922b5f83
+# %% ../nbs/04_serve.ipynb #1cab6593
 @click.group("serve")
 def serve_cli():
     "Serve the production model: the HTTP API and the workers behind it."
@@ -349,7 +350,7 @@ def api_command(host, port, model_ref, wait_s):
     click.echo(f"fsml serve api: listening on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
-# %% ../nbs/04_serve.ipynb #32ddbca4
+# %% ../nbs/04_serve.ipynb #aefba03c
 @serve_cli.command("worker")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="claim up to this many jobs at once")
 @click.option("--max-delay-ms", type=float, default=10, show_default=True, help="wait at most this long to fill a batch")

@@ -1,0 +1,228 @@
+"""Serving end to end with real processes: API -> queue -> workers on SQLite and Redis, crashes, poison jobs,
+hot swaps under load, hostile inputs."""
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port, stop, wait_for_port
+from serve_helpers import digit_png, publish_untrained
+
+from fullstack_ml.queue import open_queue
+from fullstack_ml.registry import promote
+
+FSML = str(Path(sys.executable).parent / "fsml")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_url(request, fsml_home, monkeypatch):
+    "FSML_QUEUE_URL for one test on each backend, with short leases so redelivery is quick."
+    if request.param == "sqlite":
+        url = f"sqlite:///{fsml_home}/queue.db?lease_s=1.5&max_deliveries=2"
+    else:
+        url = f"{request.getfixturevalue('redis_url')}?prefix=t{uuid.uuid4().hex[:8]}&lease_s=1.5&max_deliveries=2"
+    monkeypatch.setenv("FSML_QUEUE_URL", url)
+    return url
+
+
+@pytest.fixture
+def sqlite_queue_url(fsml_home, monkeypatch):
+    url = f"sqlite:///{fsml_home}/queue.db?lease_s=1.5&max_deliveries=2"
+    monkeypatch.setenv("FSML_QUEUE_URL", url)
+    return url
+
+
+class Servers:
+    "API and worker processes of one test, stopped at the end."
+
+    def __init__(self):
+        self.procs = []
+
+    def api(self, token: str | None = None, *args) -> str:
+        port = free_port()
+        env = {**os.environ, **({"FSML_TOKEN": token} if token else {})}
+        proc = subprocess.Popen([FSML, "serve", "api", "--port", str(port), *args], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        wait_for_port(port, timeout=60, proc=proc)
+        return f"http://127.0.0.1:{port}"
+
+    def worker(self, *args) -> subprocess.Popen:
+        proc = subprocess.Popen([FSML, "serve", "worker", "--json", *args], start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            stop(proc)
+
+
+@pytest.fixture
+def servers():
+    running = Servers()
+    yield running
+    running.stop_all()
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not reached within {timeout}s")
+
+
+def test_api_queue_worker_end_to_end(queue_url, servers):
+    publish_untrained(seed=1)
+    api = servers.api(None, "--wait-s", "60")
+    servers.worker("--batch-size", "8", "--max-delay-ms", "20")
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda i: requests.post(f"{api}/v1/predict", data=digit_png(i), timeout=60), range(24)))
+    assert [r.status_code for r in responses] == [200] * 24
+    bodies = [r.json() for r in responses]
+    assert {b["model"] for b in bodies} == {"digits@1"}
+    assert all(b["label"] in b["scores"] and abs(sum(b["scores"].values()) - 1) < 1e-3 for b in bodies)
+    multipart = requests.post(f"{api}/v1/predict", files={"file": ("7.png", digit_png(7), "image/png")}, timeout=60)
+    assert multipart.status_code == 200 and multipart.json()["model"] == "digits@1"
+    job = requests.get(f"{api}/v1/jobs/{bodies[0]['job_id']}", timeout=10).json()
+    assert job["status"] == "done" and job["result"]["model"] == "digits@1"
+    assert requests.get(f"{api}/v1/jobs/nope", timeout=10).json()["error"]["code"] == "unknown_job"
+    assert requests.get(f"{api}/healthz", timeout=10).json()["model"] == "digits@1"
+    metrics = requests.get(f"{api}/metrics", timeout=10).text
+    assert "fsml_batch_size_count 25.0" in metrics and "fsml_queue_wait_seconds_bucket" in metrics
+
+
+def test_a_worker_killed_mid_batch_loses_no_job_and_none_is_done_twice(queue_url, servers):
+    publish_untrained(seed=1)
+    api = servers.api(None, "--wait-s", "60")  # workers start slowly on a busy machine
+    queue = open_queue()
+    # a long fill window holds the claimed batch open: the jobs are leased to this worker, unfinished
+    doomed = servers.worker("--batch-size", "16", "--max-delay-ms", "60000")
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(requests.post, f"{api}/v1/predict", data=digit_png(i), timeout=60) for i in range(6)]
+        wait_until(lambda: queue.stats()["running"] == 6, what="6 jobs leased to the first worker")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+        rescuer = servers.worker("--batch-size", "16", "--max-delay-ms", "5")
+        responses = [f.result() for f in futures]
+    assert [r.status_code for r in responses] == [200] * 6
+    job_ids = [r.json()["job_id"] for r in responses]
+    results = queue.results(job_ids)
+    assert len(results) == 6 and {r["deliveries"] for r in results.values()} == {2}  # redelivered once each
+    assert len({r["worker"] for r in results.values()}) == 1
+    stop(rescuer)
+    counts = json.loads(rescuer.stdout.read().strip().splitlines()[-1])
+    assert counts["done"] == 6 and counts["duplicates"] == 0
+
+
+def test_a_poison_job_is_dead_lettered_and_its_status_says_why(queue_url, servers):
+    publish_untrained(seed=1)
+    api = servers.api()
+    servers.worker("--batch-size", "4", "--max-delay-ms", "5")
+    queue = open_queue()
+    poison = queue.put(b"GIF89a" + b"\x00" * 40)  # looks like a GIF, decodes as nothing
+    good = queue.put(digit_png(1))
+    wait_until(lambda: (queue.status(poison) or {}).get("status") == "failed", what="the poison job failing")
+    status = requests.get(f"{api}/v1/jobs/{poison}", timeout=10).json()
+    assert status["status"] == "failed" and "bad_image" in status["error"] and status["deliveries"] == 2
+    assert [d["id"] for d in queue.dead_letters()] == [poison]
+    wait_until(lambda: queue.status(good)["status"] == "done", what="the good job")
+    assert requests.post(f"{api}/v1/predict", data=digit_png(2), timeout=60).status_code == 200  # still serving
+
+
+def test_sigterm_lets_the_worker_finish_its_batch(sqlite_queue_url, servers):
+    publish_untrained(seed=1)
+    queue = open_queue()
+    worker = servers.worker("--batch-size", "8", "--max-delay-ms", "3000")
+    job_ids = [queue.put(digit_png(i)) for i in range(3)]
+    wait_until(lambda: queue.stats()["running"] == 3, what="3 jobs claimed")
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert [queue.status(i)["status"] for i in job_ids] == ["done"] * 3
+    assert {r["deliveries"] for r in queue.results(job_ids).values()} == {1}
+
+
+def test_promotion_swaps_versions_without_a_failed_request_under_load(sqlite_queue_url, servers):
+    publish_untrained(seed=1)
+    second = publish_untrained(seed=2, promote_to=None)
+    api = servers.api()
+    servers.worker("--batch-size", "8", "--max-delay-ms", "5", "--reload-s", "0.2")
+    outcomes, stop_at = [], time.time() + 30
+
+    def client(i):
+        while time.time() < stop_at:
+            response = requests.post(f"{api}/v1/predict", data=digit_png(i), timeout=60)
+            outcomes.append((time.time(), response.status_code, response.json().get("model")))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(outcomes) >= 20, what="traffic on version 1")
+    promote("digits", second["version"])
+    promoted_at = time.time()
+    wait_until(lambda: any(m == "digits@2" for _, _, m in outcomes), what="version 2 serving")
+    swapped_at = time.time()
+    wait_until(lambda: sum(t > swapped_at + 1 for t, _, _ in outcomes) >= 10, what="traffic after the swap")
+    stop_at = 0
+    for thread in threads:
+        thread.join()
+    assert {status for _, status, _ in outcomes} == {200}
+    assert {model for _, _, model in outcomes} == {"digits@1", "digits@2"}
+    assert swapped_at - promoted_at < 10
+    assert {m for t, _, m in outcomes if t > swapped_at + 1} == {"digits@2"}
+
+
+def png_header_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    "A valid-looking PNG that claims width x height pixels (the decompression-bomb shape) in a few bytes."
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + \
+        chunk(b"IEND", b"")
+
+
+def test_bad_inputs_get_their_4xx_and_the_next_good_request_succeeds(sqlite_queue_url, servers):
+    publish_untrained(seed=1)
+    token = "t0ken-" + uuid.uuid4().hex
+    api = servers.api(token)
+    servers.worker("--batch-size", "4", "--max-delay-ms", "5")
+    auth = {"Authorization": f"Bearer {token}"}
+    good = digit_png(3)
+    truncated = io.BytesIO()
+    from PIL import Image
+    Image.effect_noise((64, 64), 64).convert("L").save(truncated, format="PNG")
+    cases = [
+        ("missing token", {}, good, 401, "unauthorized"),
+        ("wrong token", {"Authorization": "Bearer nope"}, good, 403, "forbidden"),
+        ("empty body", auth, b"", 400, "empty_body"),
+        ("text", {**auth, "Content-Type": "image/png"}, b"hello, I am not an image", 415, "unsupported_type"),
+        ("truncated PNG", auth, truncated.getvalue()[:1000], 400, "bad_image"),
+        ("30 MB upload", auth, b"\x89PNG\r\n\x1a\n" + os.urandom(30 * 2**20), 413, "body_too_large"),
+        ("20000x20000 bomb", auth, png_header_bomb(), 413, "image_too_large"),
+    ]
+    for what, headers, body, status, code in cases:
+        response = requests.post(f"{api}/v1/predict", data=body, headers=headers, timeout=60)
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code), what
+        assert response.json()["error"]["message"], what
+        after = requests.post(f"{api}/v1/predict", data=good, headers=auth, timeout=60)
+        assert after.status_code == 200 and after.json()["model"] == "digits@1", what
+    assert requests.get(f"{api}/healthz", timeout=10).status_code == 401
+
+
+def test_the_api_refuses_to_listen_beyond_loopback_without_a_token(fsml_home):
+    done = subprocess.run([FSML, "serve", "api", "--host", "0.0.0.0", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "FSML_TOKEN" in done.stderr
