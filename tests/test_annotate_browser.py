@@ -1,0 +1,111 @@
+"""The annotation app in a real browser: Voila + headless Chromium, two annotators labelling by keyboard at once."""
+import io
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import free_port, stop, wait_for_port
+from fullstack_ml.annotate import DIGITS, current_labels, annotation_history, enqueue, ensure_project
+from fullstack_ml.store import connect, items, now, open_files, put_blob
+
+
+def make_digit_items(n: int, project: str = "digits") -> list:
+    "Store `n` small distinct digit images as items and queue them; return their ids."
+    engine, files = connect(), open_files()
+    rows = []
+    for i in range(n):
+        image = Image.new("L", (28, 28), 0)
+        ImageDraw.Draw(image).text((9, 7), str(i % 10), fill=255)
+        image.putpixel((i % 28, 27 - (i // 28) % 28), 200)  # distinct bytes, so distinct items
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        rows.append(dict(id=put_blob(files, buffer.getvalue()), width=28, height=28, format="PNG",
+                         created_at=now(), weak_label=str(i % 10)))
+    with engine.begin() as conn:
+        conn.execute(items.insert(), rows)
+    ensure_project(engine, project, DIGITS, 1)
+    enqueue(engine, project, [row["id"] for row in rows])
+    return [row["id"] for row in rows]
+
+
+def start_app(port: int, log_path: Path) -> subprocess.Popen:
+    "`fsml annotate app` as a user runs it, in its own process group; return once it listens."
+    exe = Path(sys.executable).parent / "fsml"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(exe), "annotate", "app", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+    wait_for_port(port, timeout=60, proc=proc)
+    assert f"http://127.0.0.1:{port}/?annotator=NAME" in log_path.read_text()  # it prints its URL
+    return proc
+
+
+SHOWN = ".fsml-annotate[data-item]:not([data-item=''])"
+
+
+def shown_item(page) -> str:
+    page.wait_for_selector(SHOWN, timeout=60_000)
+    return page.get_attribute(".fsml-annotate", "data-item")
+
+
+def press_and_wait(page, key: str, before: str) -> None:
+    "Press `key` and wait until a different item is on screen."
+    page.keyboard.press(key)
+    page.wait_for_function("(before) => { const r = document.querySelector('.fsml-annotate');"
+                           " return r && r.dataset.item && r.dataset.item !== before; }", arg=before, timeout=30_000)
+
+
+def wait_for_labels(annotators: list, expected: int, timeout: float = 30) -> dict:
+    "Current human labels per annotator, once `expected` of them are stored."
+    deadline = time.time() + timeout
+    while True:
+        table = current_labels(connect(), "digits", kinds=("label",))
+        if len(table) >= expected or time.time() > deadline:
+            return {name: dict(zip(rows.item_id, rows.label)) for name, rows in table.groupby("annotator")}
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_annotators_label_by_keyboard(fsml_home, browser, artifacts_dir):
+    make_digit_items(30)
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    contexts = []
+    try:
+        pages = {}
+        for name in ("alice", "bob"):
+            contexts.append(browser.new_context(viewport={"width": 900, "height": 760}))
+            pages[name] = contexts[-1].new_page()
+            pages[name].goto(f"http://127.0.0.1:{port}/?annotator={name}")
+        pressed = {"alice": {}, "bob": {}}
+        rng = random.Random(0)
+        for _ in range(6):  # interleaved: both are labelling at the same time
+            for name, page in pages.items():
+                item, key = shown_item(page), rng.choice(DIGITS)
+                press_and_wait(page, key, item)
+                pressed[name][item] = key
+        # undo: alice's last item comes back on screen; she labels it again with another key
+        page = pages["alice"]
+        last_item = list(pressed["alice"])[-1]
+        before = shown_item(page)
+        press_and_wait(page, "Backspace", before)
+        assert shown_item(page) == last_item
+        new_key = str((int(pressed["alice"][last_item]) + 1) % 10)
+        press_and_wait(page, new_key, last_item)
+        pressed["alice"][last_item] = new_key
+        page.screenshot(path=str(artifacts_dir / "annotate_app.png"))
+
+        stored = wait_for_labels(["alice", "bob"], expected=12)
+        assert stored == pressed  # what each person pressed, on the item they saw, nothing else
+        assert not set(stored["alice"]) & set(stored["bob"])  # overlap 1: no item shown to both
+        history = annotation_history(connect(), "digits")
+        assert history[(history.kind == "label") & history.undone].item_id.tolist() == [last_item]  # kept, undone
+    finally:
+        for context in contexts:
+            context.close()
+        stop(proc)
