@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['MAX_BODY_BYTES', 'MAX_PIXELS', 'MAGIC', 'BadInput', 'sniff_type', 'check_image', 'predict_batch', 'process_batch',
            'Worker', 'ResultWaiter', 'make_metrics', 'error_response', 'read_image_body', 'check_token', 'create_app',
-           'add_error_handlers', 'add_routes', 'serve_cli', 'api_command', 'worker_command']
+           'add_error_handlers', 'add_routes', 'serve_cli', 'api_command', 'worker_command', 'free_port', 'Service',
+           'split_accuracy', 'test_split', 'publish_if_better', 'send_images', 'plot_latencies', 'run_serve']
 
-# %% ../nbs/04_serve.ipynb #15b2f521
+# %% ../nbs/04_serve.ipynb #a1b94f21
 import asyncio
 import hmac
 import io
@@ -34,7 +35,7 @@ from .cli import emit
 from .queue import open_queue
 from .settings import check_listen, get_settings
 
-# %% ../nbs/04_serve.ipynb #7fb55943
+# %% ../nbs/04_serve.ipynb #45f67efb
 MAX_BODY_BYTES = 5 * 2**20  # largest request body accepted
 MAX_PIXELS = 4096 * 4096  # largest image (width x height) decoded
 MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
@@ -55,7 +56,7 @@ def sniff_type(data: bytes) -> str | None:
         return "image/webp"
     return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
-# %% ../nbs/04_serve.ipynb #9394b2f7
+# %% ../nbs/04_serve.ipynb #f16a235f
 def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     "Decode untrusted image bytes safely, or raise BadInput saying what is wrong."
     if not data:
@@ -81,7 +82,7 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                        "truncated or corrupt?") from None
     return image
 
-# %% ../nbs/04_serve.ipynb #f99941e0
+# %% ../nbs/04_serve.ipynb #d581b3a6
 def predict_batch(model: registry.LoadedModel, images: list) -> list[dict]:
     "One forward pass over decoded images: `{label, scores}` each."
     import torch
@@ -114,7 +115,7 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
     firsts = queue.complete_many(pairs)
     return {"done": sum(firsts), "duplicates": len(firsts) - sum(firsts), "failed": len(jobs) - len(good)}
 
-# %% ../nbs/04_serve.ipynb #2fa5133a
+# %% ../nbs/04_serve.ipynb #f1cf60b2
 class Worker:
     "Claims batches from the queue and answers them with the model an alias (or a pinned version) names."
 
@@ -156,7 +157,7 @@ class Worker:
                     self.counts[key] += value
         return self.counts
 
-# %% ../nbs/04_serve.ipynb #78fd15d0
+# %% ../nbs/04_serve.ipynb #74feaf6d
 class ResultWaiter:
     "Wait for many jobs' results with one poll loop."
 
@@ -185,7 +186,7 @@ class ResultWaiter:
                     future.set_result(result)
             await asyncio.sleep(self.poll_s)
 
-# %% ../nbs/04_serve.ipynb #e87258e6
+# %% ../nbs/04_serve.ipynb #3c46fb2b
 def make_metrics() -> dict:
     "Prometheus metrics in their own registry (several apps can live in one process)."
     collectors = CollectorRegistry()
@@ -206,7 +207,7 @@ def error_response(status: int, code: str, message: str, **extra) -> JSONRespons
     "The API's one error shape: `{\"error\": {\"code\", \"message\"}}`."
     return JSONResponse({"error": {"code": code, "message": message}, **extra}, status_code=status)
 
-# %% ../nbs/04_serve.ipynb #1e41a870
+# %% ../nbs/04_serve.ipynb #8009f730
 async def read_image_body(request: Request, max_bytes: int) -> bytes:
     "The image bytes of a request (raw body or multipart field `file`), at most `max_bytes`."
     too_big = BadInput(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes: send a smaller image")
@@ -231,7 +232,7 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
         raise too_big
     return data
 
-# %% ../nbs/04_serve.ipynb #07d51eb7
+# %% ../nbs/04_serve.ipynb #0143a85a
 def check_token(request: Request, token: str | None) -> JSONResponse | None:
     "An error response when a token is required and the request lacks the right one, else None."
     if not token:
@@ -243,7 +244,7 @@ def check_token(request: Request, token: str | None) -> JSONResponse | None:
         return error_response(403, "forbidden", "the token is wrong: send 'Authorization: Bearer <FSML_TOKEN>'")
     return None
 
-# %% ../nbs/04_serve.ipynb #43065200
+# %% ../nbs/04_serve.ipynb #6cc51765
 def create_app(queue_url: str | None = None, token: str | None = None, model_ref: str = "digits@production",
                wait_s: float = 10.0, max_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
     "The HTTP API: `/v1/predict`, `/v1/jobs/{id}`, `/healthz`, `/metrics`."
@@ -286,7 +287,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def internal_error(request, error):
         return error_response(500, "internal", f"{type(error).__name__}: the service failed on this request")
 
-# %% ../nbs/04_serve.ipynb #8080bc94
+# %% ../nbs/04_serve.ipynb #3bc72a15
 def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pixels) -> None:
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -327,7 +328,7 @@ def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pi
     async def prometheus_metrics():
         return Response(generate_latest(metrics["registry"]), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/04_serve.ipynb #1cab6593
+# %% ../nbs/04_serve.ipynb #8510c051
 @click.group("serve")
 def serve_cli():
     "Serve the production model: the HTTP API and the workers behind it."
@@ -350,7 +351,7 @@ def api_command(host, port, model_ref, wait_s):
     click.echo(f"fsml serve api: listening on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
-# %% ../nbs/04_serve.ipynb #aefba03c
+# %% ../nbs/04_serve.ipynb #611be84f
 @serve_cli.command("worker")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="claim up to this many jobs at once")
 @click.option("--max-delay-ms", type=float, default=10, show_default=True, help="wait at most this long to fill a batch")
@@ -367,3 +368,168 @@ def worker_command(batch_size, max_delay_ms, model_ref, reload_s, threads, as_js
     click.echo(f"fsml serve worker {worker.name}: serving {worker.model.ref}", err=True)
     counts = worker.run()
     emit(counts, as_json, f"worker {worker.name} stopped: {counts}")
+
+# %% ../nbs/04_serve.ipynb #2dee4985
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that nothing listens on right now."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fsml(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from fullstack_ml.cli import main; main()", *args]
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    "SIGTERM the process group (a worker finishes its batch), then SIGKILL if it lingers."
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+# %% ../nbs/04_serve.ipynb #ed3e7fa0
+class Service:
+    "An API and its workers as child processes; use as a context manager."
+
+    def __init__(self, workers: int = 1, batch_size: int = 16, max_delay_ms: float = 5, env: dict | None = None,
+                 wait_s: float = 30.0):
+        self.env, self.procs = {**os.environ, **(env or {})}, []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = self.env.get("FSML_TOKEN") or None
+        self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.api_args = ["serve", "api", "--port", str(self.port), "--wait-s", str(wait_s)]
+        self.worker_args = ["serve", "worker", "--batch-size", str(batch_size), "--max-delay-ms", str(max_delay_ms)]
+        self.workers = workers
+
+    def __enter__(self) -> "Service":
+        for args in [self.api_args] + [self.worker_args] * self.workers:
+            self.procs.append(subprocess.Popen(_fsml(*args), env=self.env, start_new_session=True,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> dict:
+        "Wait until `/healthz` says ok (the API is up and the registry has the model)."
+        import requests
+
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a service process exited with {[p.poll() for p in self.procs]}; run "
+                                   f"`fsml serve api` and `fsml serve worker` by hand to see why")
+            try:
+                response = requests.get(f"{self.url}/healthz", headers=self.headers, timeout=2)
+                if response.status_code == 200:
+                    return response.json()
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API at {self.url} was not healthy within {timeout_s}s")
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            _stop(proc)
+
+# %% ../nbs/04_serve.ipynb #4b2ff5b0
+def split_accuracy(model: registry.LoadedModel, images: list[bytes], labels: list[str], batch: int = 256) -> float:
+    "Accuracy of a loaded model on image bytes with their labels."
+    predicted = []
+    for start in range(0, len(images), batch):
+        predicted += [p["label"] for p in model.predictor.predict(images[start:start + batch])]
+    return sum(p == t for p, t in zip(predicted, labels)) / max(len(labels), 1)
+
+
+def test_split(dataset_version: str, split: str = "test", limit: int | None = None) -> tuple[list[bytes], list[str]]:
+    "Image bytes and labels of one split of a dataset version."
+    from fullstack_ml.datasets import read_manifest
+    from fullstack_ml.store import get_blob, open_files
+
+    store = open_files()
+    manifest = read_manifest(dataset_version)
+    part = manifest[manifest["split"] == split].head(limit)
+    return [get_blob(store, item_id) for item_id in part["item_id"]], [str(label) for label in part["label"]]
+
+# %% ../nbs/04_serve.ipynb #737544ec
+def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") -> dict:
+    "Publish the newest run; promote it to production only if it beats production on the same split."
+    row = registry.publish(name=name)
+    registry.promote(name, row["version"], "staging")
+    candidate = registry.load(f"{name}@{row['version']}")
+    images, labels = test_split(candidate.manifest["dataset_version"], split)
+    scores = {"candidate": split_accuracy(candidate, images, labels)}
+    try:
+        current = registry.load(f"{name}@production")
+        scores["production"] = split_accuracy(current, images, labels)
+    except FileNotFoundError:  # nothing in production yet
+        current = None
+    promoted = current is None or scores["candidate"] > scores["production"]
+    if promoted:
+        registry.promote(name, row["version"], "production")
+    return {"published": f"{name}@{row['version']}", "promoted": promoted, "split_items": len(labels),
+            "accuracy": scores, "production": f"{name}@{registry.resolve(f'{name}@production')[1]}"}
+
+# %% ../nbs/04_serve.ipynb #8ae74303
+def send_images(url: str, images: list[bytes], concurrency: int = 8, headers: dict | None = None) -> list[dict]:
+    "POST each image to `url`/v1/predict from `concurrency` client threads; one record per request."
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+
+    session_of = {}
+
+    def send(data: bytes) -> dict:
+        session = session_of.setdefault(threading.get_ident(), requests.Session())
+        start = time.perf_counter()
+        response = session.post(f"{url}/v1/predict", data=data, headers=headers or {}, timeout=60)
+        body = response.json()
+        return {"status": response.status_code, "latency_ms": (time.perf_counter() - start) * 1000,
+                "label": body.get("label"), "model": body.get("model")}
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(send, images))
+
+
+def plot_latencies(latencies_ms: list[float], title: str = "HTTP latency"):
+    "A histogram of request latencies with p50 and p99 marked."
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(latencies_ms, bins=40, color="#4c72b0")
+    for q, style in ((50, "--"), (99, ":")):
+        value = float(np.percentile(latencies_ms, q))
+        ax.axvline(value, color="black", linestyle=style, label=f"p{q} {value:.1f} ms")
+    ax.set(xlabel="milliseconds", ylabel="requests", title=title)
+    ax.legend()
+    return fig
+
+# %% ../nbs/04_serve.ipynb #694d0fd0
+def run_serve(
+    n_requests: int = 200,  # test images sent through HTTP
+    concurrency: int = 8,  # client threads sending them
+    batch_size: int = 16,  # worker: claim up to this many jobs at once
+    max_delay_ms: float = 5,  # worker: wait at most this long to fill a batch
+    name: str = registry.DEFAULT_NAME,  # model name in the registry
+) -> dict:
+    "Publish the newest run, promote it if better, serve it, send the test images through HTTP."
+    import numpy as np
+
+    release = publish_if_better(name)
+    production = registry.load(f"{name}@production")
+    images, labels = test_split(production.manifest["dataset_version"])
+    images, labels = (images * (n_requests // max(len(images), 1) + 1))[:n_requests],         (labels * (n_requests // max(len(labels), 1) + 1))[:n_requests]
+    with Service(workers=1, batch_size=batch_size, max_delay_ms=max_delay_ms) as service:
+        start = time.perf_counter()
+        records = send_images(service.url, images, concurrency, service.headers)
+        seconds = time.perf_counter() - start
+    latencies = [r["latency_ms"] for r in records]
+    plot_latencies(latencies, f"{n_requests} test images, {concurrency} clients, {release['production']}")
+    return {**release, "requests": len(records), "ok": sum(r["status"] == 200 for r in records),
+            "served_by": sorted({r["model"] for r in records if r["model"]}),
+            "http_accuracy": sum(r["label"] == t for r, t in zip(records, labels)) / max(len(labels), 1),
+            "throughput_rps": round(len(records) / seconds, 1),
+            "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2)}

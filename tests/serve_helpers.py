@@ -5,7 +5,7 @@ import os
 from PIL import Image
 
 
-def make_run(engine, store, seed: int = 0, accuracy: float = 0.5) -> str:
+def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_version: str = "ds-test") -> str:
     "A finished training-run record whose checkpoint is a freshly initialised (untrained) model."
     import torch
     from fullstack_ml.model import LABELS, Preprocessing, build_model, weights_to_bytes
@@ -18,7 +18,7 @@ def make_run(engine, store, seed: int = 0, accuracy: float = 0.5) -> str:
     with engine.begin() as conn:
         conn.execute(runs.insert().values(id=run_id, kind="train", status="done", config=config, created_at=now(),
                                           metrics={"accuracy": accuracy}, checkpoint_path=checkpoint,
-                                          dataset_version="ds-test"))
+                                          dataset_version=dataset_version))
     return run_id
 
 
@@ -49,3 +49,23 @@ def digit_png(seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array, mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def make_dataset_version(engine, store, n: int = 60) -> str:
+    "A dataset version of `n` scikit-learn digits (labels from the digits), without annotation."
+    import pandas as pd
+    from fullstack_ml.datasets import add_digit_items, split_of, version_id
+    from fullstack_ml.store import dataset_versions, now
+
+    ids = add_digit_items(engine, store, range(n))
+    from sklearn.datasets import load_digits
+    targets = load_digits().target[:n]
+    manifest = pd.DataFrame({"item_id": ids, "label": [str(t) for t in targets],
+                             "split": [split_of(i) for i in ids], "source": "weak", "agreement": 1.0, "group_id": ids})
+    version = version_id(manifest)
+    path = f"datasets/{version}/manifest.parquet"
+    store.write(path, manifest.to_parquet(index=False))
+    with engine.begin() as conn:
+        conn.execute(dataset_versions.insert().values(id=version, project="digits", manifest_path=path,
+                                                      counts={}, created_at=now(), meta={}))
+    return version

@@ -226,3 +226,22 @@ def test_the_api_refuses_to_listen_beyond_loopback_without_a_token(fsml_home):
     done = subprocess.run([FSML, "serve", "api", "--host", "0.0.0.0", "--port", str(free_port())],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1 and "FSML_TOKEN" in done.stderr
+
+
+def test_the_run_promotes_only_a_better_model_and_serves_it_over_http(fsml_home):
+    from serve_helpers import make_dataset_version, make_run
+
+    from fullstack_ml.serve import publish_if_better, run_serve
+    from fullstack_ml.store import connect, open_files
+
+    engine, store = connect(), open_files()
+    version = make_dataset_version(engine, store, n=80)
+    make_run(engine, store, seed=3, dataset_version=version)
+    first = run_serve(n_requests=30, concurrency=4)
+    assert first["published"] == "digits@1" and first["promoted"] and first["production"] == "digits@1"
+    assert first["ok"] == 30 and first["served_by"] == ["digits@1"] and first["p99_ms"] > 0
+    make_run(engine, store, seed=3, dataset_version=version)  # the same weights: not better, so not promoted
+    second = publish_if_better()
+    assert second["published"] == "digits@2" and not second["promoted"] and second["production"] == "digits@1"
+    assert second["accuracy"]["candidate"] == second["accuracy"]["production"]
+
