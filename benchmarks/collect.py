@@ -1,0 +1,152 @@
+"""Crawl speed: fullstack_ml's crawler against Scrapy on the bundled demo gallery, in one run.
+
+Both crawl the same site (served by `fsml demo-site` in its own process), with delay 0, the same concurrency
+(in all and per host), the same page and depth limits, obeying robots.txt and rel="nofollow". Both download
+every image, check it decodes with Pillow and hash it; ours also stores it with its provenance
+(perceptual hashes, database rows, content-addressed blob), Scrapy's writes the bytes to a folder.
+
+    python benchmarks/collect.py [--concurrency 8] [--images 1797] [--max-pages 40] [--repeat 2]
+
+Scrapy is a benchmark-only dependency (`pip install scrapy`); without it only our figures are printed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out_dir: str) -> None:
+    "Run in a child process (Twisted's reactor runs once per process): crawl `url` and print JSON stats."
+    import hashlib
+    import io
+
+    import scrapy
+    from PIL import Image
+    from scrapy.crawler import CrawlerProcess
+    from scrapy.linkextractors import LinkExtractor
+
+    stats = {"pages": 0, "images": 0, "pages_scheduled": 1}
+    links = LinkExtractor()
+    host = urlsplit(url).netloc  # stay on the site's host (and port), as ours does
+
+    class Gallery(scrapy.Spider):
+        name = "gallery"
+        start_urls = [url]
+
+        def parse(self, response):
+            stats["pages"] += 1
+            for link in links.extract_links(response):
+                on_host = urlsplit(link.url).netloc == host
+                if on_host and not link.nofollow and stats["pages_scheduled"] < max_pages:
+                    stats["pages_scheduled"] += 1
+                    yield response.follow(link.url, self.parse)
+            for src in response.css("img::attr(src)").getall():
+                yield response.follow(src, self.save_image)
+
+        def save_image(self, response):
+            data = response.body
+            try:
+                Image.open(io.BytesIO(data)).load()
+            except Exception:
+                return
+            name = hashlib.sha256(data).hexdigest()
+            Path(out_dir, name).write_bytes(data)
+            stats["images"] += 1
+
+    process = CrawlerProcess(settings={
+        "USER_AGENT": "fullstack_ml-benchmark", "ROBOTSTXT_OBEY": True, "DOWNLOAD_DELAY": 0,
+        "CONCURRENT_REQUESTS": concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency, "DEPTH_LIMIT": max_depth,
+        "LOG_LEVEL": "ERROR", "TELNETCONSOLE_ENABLED": False, "HTTPCACHE_ENABLED": False,
+        "AUTOTHROTTLE_ENABLED": False, "COOKIES_ENABLED": False, "RETRY_ENABLED": True,
+    })
+    process.crawl(Gallery)
+    began = time.monotonic()
+    process.start()
+    seconds = time.monotonic() - began  # includes fetching robots.txt, as ours does
+    print(json.dumps(dict(pages=stats["pages"], images=stats["images"], seconds=seconds)))
+
+
+def run_ours(url: str, concurrency: int, max_pages: int, max_depth: int) -> dict:
+    from fullstack_ml.collect import crawl
+
+    with tempfile.TemporaryDirectory() as home:
+        result = crawl([url], db_url=f"sqlite:///{home}/fsml.db", store_url=f"{home}/files", delay=0,
+                       concurrency=concurrency, per_host=concurrency, max_pages=max_pages, max_depth=max_depth)
+    return dict(pages=result["pages_fetched"], images=result["images_fetched"], seconds=result["seconds"])
+
+
+def run_scrapy(url: str, concurrency: int, max_pages: int, max_depth: int) -> dict | None:
+    try:
+        import scrapy  # noqa: F401
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as out_dir:
+        done = subprocess.run([sys.executable, __file__, "--scrapy-child", url, "--concurrency", str(concurrency),
+                               "--max-pages", str(max_pages), "--max-depth", str(max_depth), "--out", out_dir],
+                              capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--images", type=int, default=1797, help="digits in the demo gallery")
+    parser.add_argument("--max-pages", type=int, default=40)
+    parser.add_argument("--max-depth", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
+    parser.add_argument("--scrapy-child", metavar="URL")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.scrapy_child:
+        return scrapy_child(args.scrapy_child, args.concurrency, args.max_pages, args.max_depth, args.out)
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import free_port, stop, wait_for_port
+
+    port = free_port()
+    fsml = Path(sys.executable).parent / "fsml"
+    server = subprocess.Popen([str(fsml), "demo-site", "--port", str(port), "--images", str(args.images)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env=dict(os.environ, FSML_HOME=tempfile.mkdtemp()))
+    try:
+        wait_for_port(port, proc=server)
+        url = f"http://127.0.0.1:{port}/"
+        limits = (url, args.concurrency, args.max_pages, args.max_depth)
+        runs = {"fullstack_ml": [], "scrapy": []}
+        for _ in range(args.repeat):  # interleaved, so background load hits both alike
+            runs["fullstack_ml"].append(run_ours(*limits))
+            scrapy_run = run_scrapy(*limits)
+            if scrapy_run:
+                runs["scrapy"].append(scrapy_run)
+    finally:
+        stop(server)
+
+    print(f"demo gallery: {args.images} digits; concurrency {args.concurrency}, delay 0, max_pages {args.max_pages}, "
+          f"max_depth {args.max_depth}; best of {args.repeat}")
+    best = {}
+    for name, results in runs.items():
+        if not results:
+            continue
+        run = min(results, key=lambda r: r["seconds"])
+        best[name] = dict(run, pages_per_s=run["pages"] / run["seconds"], images_per_s=run["images"] / run["seconds"])
+        b = best[name]
+        print(f"{name:>13}: {b['pages']:4d} pages, {b['images']:5d} images in {b['seconds']:6.2f}s = "
+              f"{b['pages_per_s']:7.1f} pages/s, {b['images_per_s']:7.1f} images/s")
+    if "scrapy" not in best:
+        print("scrapy is not installed: `pip install scrapy` (benchmark only) to compare")
+        return
+    ratio = best["fullstack_ml"]["images_per_s"] / best["scrapy"]["images_per_s"]
+    print(f"ratio fullstack_ml / scrapy: {ratio:.2f}x images/s, "
+          f"{best['fullstack_ml']['pages_per_s'] / best['scrapy']['pages_per_s']:.2f}x pages/s "
+          f"({'at least as fast' if ratio >= 1 else 'slower'})")
+
+
+if __name__ == "__main__":
+    main()
