@@ -12,7 +12,7 @@ __all__ = ['DEFAULT_PORTS', 'ROBOTS_AGENT', 'USER_AGENT', 'DISALLOW_ALL', 'RETRY
            'demo_site_command', 'collect_command', 'list_items', 'items_command', 'run_collect', 'show_items',
            'show_refusals']
 
-# %% ../nbs/00_collect.ipynb #b3b35418
+# %% ../nbs/00_collect.ipynb #f31851e8
 import io
 import re
 import sys
@@ -43,7 +43,7 @@ from .cli import emit
 from .store import (connect, fetches, item_sources, items, now, open_files, put_blob, sha256_hex,
                                 write_transaction)
 
-# %% ../nbs/00_collect.ipynb #e22682b7
+# %% ../nbs/00_collect.ipynb #1d530392
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -71,7 +71,7 @@ def host_of(url: str) -> str:
     "The host (with a non-default port) that politeness rules are kept per."
     return urlsplit(url).netloc
 
-# %% ../nbs/00_collect.ipynb #00aed8c3
+# %% ../nbs/00_collect.ipynb #98d51e7b
 ROBOTS_AGENT = "fullstack_ml"  # the token robots.txt rules address us by
 USER_AGENT = f"{ROBOTS_AGENT}-collect/{__version__} (+https://github.com/fullstack-ml/fullstack_ml)"
 DISALLOW_ALL = "User-agent: *\nDisallow: /\n"
@@ -85,7 +85,7 @@ def robots_from_response(status: int | None, text: str) -> Protego:
         return Protego.parse(DISALLOW_ALL)
     return Protego.parse(text)
 
-# %% ../nbs/00_collect.ipynb #b4d31f83
+# %% ../nbs/00_collect.ipynb #c1e6cd68
 class HostGate:
     "Requests to one host: at most `concurrency` at once, started at least `delay` seconds apart."
 
@@ -110,7 +110,7 @@ class HostGate:
             time.sleep(max(0.0, start - time.monotonic()))
             yield
 
-# %% ../nbs/00_collect.ipynb #4655c32c
+# %% ../nbs/00_collect.ipynb #71014509
 class Refused(Exception):
     "A URL we did not take: `reason` is a short category, `outcome` is rejected, blocked or error."
 
@@ -137,7 +137,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
 
-# %% ../nbs/00_collect.ipynb #523cedda
+# %% ../nbs/00_collect.ipynb #f9c6f7f7
 def read_body(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
     "Stream the body, refusing it once it passes `max_bytes` or the monotonic `deadline`."
     declared = response.headers.get("content-length", "")
@@ -158,7 +158,7 @@ def read_body(response: requests.Response, max_bytes: int, deadline: float) -> b
         response.close()
     return b"".join(chunks)
 
-# %% ../nbs/00_collect.ipynb #876e6aa5
+# %% ../nbs/00_collect.ipynb #c40bb5b8
 @dataclass
 class Page:
     "What a crawler takes from one HTML page."
@@ -182,7 +182,7 @@ def _caption(img) -> tuple[str | None, str | None]:
             return " ".join(text.split()), source
     return None, None
 
-# %% ../nbs/00_collect.ipynb #cb926287
+# %% ../nbs/00_collect.ipynb #d8999425
 LICENCE_META = ("license", "licence", "dcterms.license", "dc.rights", "copyright")
 
 
@@ -214,7 +214,7 @@ def parse_page(html: bytes, page_url: str) -> Page:
             page.images.append(dict(url=url, caption=caption, caption_source=source))
     return page
 
-# %% ../nbs/00_collect.ipynb #adb107e1
+# %% ../nbs/00_collect.ipynb #d500b2f7
 DIGIT_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine".split())}
 
 
@@ -226,7 +226,7 @@ def parse_weak_label(caption: str | None) -> str | None:
     found = {DIGIT_WORDS.get(w, w) for w in words if w.isdigit() or w in DIGIT_WORDS}
     return found.pop() if len(found) == 1 else None
 
-# %% ../nbs/00_collect.ipynb #49741372
+# %% ../nbs/00_collect.ipynb #2e36328d
 MAGIC = [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
          (b"BM", "BMP")]
 
@@ -260,7 +260,7 @@ def validate_image(data: bytes, min_side: int = 16, max_pixels: int = 16_000_000
     return dict(width=width, height=height, format=claimed, phash=str(imagehash.phash(image)),
                 phash_256=str(imagehash.phash(image, hash_size=16)))
 
-# %% ../nbs/00_collect.ipynb #81d6dc60
+# %% ../nbs/00_collect.ipynb #9df59814
 class NearDuplicates:
     "Perceptual hashes seen so far; `find` returns the group of a hash within `max_distance` bits."
 
@@ -286,7 +286,7 @@ class NearDuplicates:
         self.bits[len(self.groups)] = self._bits(phash_hex)
         self.groups.append(group_id)
 
-# %% ../nbs/00_collect.ipynb #b592b2ed
+# %% ../nbs/00_collect.ipynb #cc1da281
 def _upsert(conn, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
     "Insert `rows`, replacing rows with the same `keys` (PostgreSQL and SQLite)."
     if not rows:
@@ -310,7 +310,7 @@ def _insert_new(conn, table: sa.Table, rows: list[dict], keys: list[str]) -> Non
         from sqlalchemy.dialects.sqlite import insert
     conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), rows)
 
-# %% ../nbs/00_collect.ipynb #c211b137
+# %% ../nbs/00_collect.ipynb #06a1bc66
 class Ledger:
     "What the store already holds, and the rows waiting to be written in the next batch."
 
@@ -335,7 +335,7 @@ class Ledger:
                 _upsert(conn, fetches, list({r["url"]: r for r in self.pending["fetches"]}.values()), ["url"])
             self.pending = dict(items=[], item_sources=[], fetches=[])
 
-# %% ../nbs/00_collect.ipynb #ebe2cc6b
+# %% ../nbs/00_collect.ipynb #d5976882
 def record_image(ledger: Ledger, image: dict, context: dict, fetched: dict) -> str:
     "Queue the rows for one fetched, valid image; return stored, near_duplicate or duplicate."
     item_id, url = image["sha256"], context["url"]
@@ -361,7 +361,7 @@ def record_image(ledger: Ledger, image: dict, context: dict, fetched: dict) -> s
               "last_modified": fetched.get("last_modified"), "content_type": fetched.get("content_type")}))
     return "near_duplicate" if group_id else "stored"
 
-# %% ../nbs/00_collect.ipynb #3a6ec2ba
+# %% ../nbs/00_collect.ipynb #a88d85c6
 @dataclass
 class CrawlLimits:
     "How far, how fast and how much a crawl may go."
@@ -380,7 +380,7 @@ class CrawlLimits:
     max_retry_after: float = 30.0  # longest Retry-After we will wait, in seconds
     max_redirects: int = 5
 
-# %% ../nbs/00_collect.ipynb #c0438266
+# %% ../nbs/00_collect.ipynb #278215b8
 class Crawler:
     "One crawl: the frontier, the per-host gates and robots rules, the counts, the ledger of the store."
 
@@ -402,7 +402,7 @@ class Crawler:
         self.pages_scheduled = self.images_scheduled = 0
         self.progress = progress
 
-# %% ../nbs/00_collect.ipynb #f366ab1f
+# %% ../nbs/00_collect.ipynb #19ec5ac7
 def _rules_for(crawler: Crawler, host: str) -> Protego:
     "The robots.txt rules of `host` (fetched on first use), creating its gate."
     with crawler.robots_lock:
@@ -427,7 +427,7 @@ def allowed(crawler: Crawler, url: str) -> str | None:
         return "off-host"
     return None if _rules_for(crawler, host_of(url)).can_fetch(url, ROBOTS_AGENT) else "robots.txt"
 
-# %% ../nbs/00_collect.ipynb #1e37cee9
+# %% ../nbs/00_collect.ipynb #b6d02b34
 def _request(crawler: Crawler, url: str, headers: dict) -> requests.Response:
     "GET `url` through its host's gate, retrying 429 / 5xx / connection errors with back-off."
     gate, limits = crawler.gates[host_of(url)], crawler.limits
@@ -454,7 +454,7 @@ def _request(crawler: Crawler, url: str, headers: dict) -> requests.Response:
             raise Refused("retry-after too long", "error", response.status_code)
         gate.pause(wait_s if wait_s is not None else 0.25 * 2**attempt)
 
-# %% ../nbs/00_collect.ipynb #8525c24d
+# %% ../nbs/00_collect.ipynb #15b81caf
 def fetch(crawler: Crawler, url: str, headers: dict | None = None, image: bool = False) -> dict:
     "Fetch `url` following safe redirects; return status, final url, body, validators (raises Refused)."
     chain = [url]
@@ -490,7 +490,7 @@ def fetch(crawler: Crawler, url: str, headers: dict | None = None, image: bool =
     result["body"] = read_body(response, crawler.limits.max_bytes, deadline)
     return result
 
-# %% ../nbs/00_collect.ipynb #94802613
+# %% ../nbs/00_collect.ipynb #2305a357
 def _conditional(previous) -> dict:
     headers = {}
     if previous is not None and previous.etag:
@@ -506,6 +506,9 @@ def fetch_page(crawler: Crawler, task: dict) -> dict:
     previous = crawler.ledger.fetched.get(task["url"])
     has_copy = previous is not None and previous.outcome == "stored" and crawler.files.exists(copy_name)
     fetched = fetch(crawler, task["url"], _conditional(previous) if has_copy else {})
+    content_type = (fetched["content_type"] or "text/html").lower()
+    if fetched["status"] != 304 and "html" not in content_type:  # a link to an image, a PDF, a zip...
+        raise Refused("not html", "rejected", fetched["status"])
     if fetched["status"] == 304:
         fetched["body"] = crawler.files.read(copy_name)
     else:
@@ -528,7 +531,7 @@ def fetch_image(crawler: Crawler, task: dict) -> dict:
     fetched["image"]["sha256"] = put_blob(crawler.files, data)
     return fetched
 
-# %% ../nbs/00_collect.ipynb #f20d7202
+# %% ../nbs/00_collect.ipynb #00859a59
 def schedule(crawler: Crawler, kind: str, url: str, depth: int = 0, **context) -> None:
     "Queue `url` as a page or image task if the rules and limits allow it."
     limits = crawler.limits
@@ -562,7 +565,7 @@ def _fetch_row(crawler, url, kind, outcome, reason=None, fetched=None, item_id=N
         etag=fetched.get("etag"), last_modified=fetched.get("last_modified"), item_id=item_id,
         fetched_at=fetched.get("fetched_at") or now()))
 
-# %% ../nbs/00_collect.ipynb #0286b440
+# %% ../nbs/00_collect.ipynb #2d908142
 def handle(crawler: Crawler, task: dict, result) -> None:
     "Turn one finished task (a result dict or a Refused) into rows, counts and new tasks."
     kind, url = task["kind"], task["url"]
@@ -595,7 +598,7 @@ def handle(crawler: Crawler, task: dict, result) -> None:
         _fetch_row(crawler, url, kind, "stored" if outcome != "duplicate" else "duplicate", None, result,
                    result["image"]["sha256"])
 
-# %% ../nbs/00_collect.ipynb #f4da42e3
+# %% ../nbs/00_collect.ipynb #7630e7a1
 def _work(crawler: Crawler, task: dict):
     try:
         return (fetch_page if task["kind"] == "page" else fetch_image)(crawler, task)
@@ -630,7 +633,7 @@ def run_crawl(crawler: Crawler) -> dict:
     bar.close()
     return report(crawler, time.monotonic() - started)
 
-# %% ../nbs/00_collect.ipynb #69311890
+# %% ../nbs/00_collect.ipynb #facfc5a1
 def report(crawler: Crawler, seconds: float) -> dict:
     "The crawl's counts as the JSON-able report of `fsml collect --json`."
     c = crawler.counts
@@ -658,7 +661,7 @@ def crawl(start_urls: list, limits: CrawlLimits | None = None, db_url: str | Non
     finally:
         crawler.session.close()
 
-# %% ../nbs/00_collect.ipynb #83c2807b
+# %% ../nbs/00_collect.ipynb #2ad4c03a
 DEMO_LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/"
 DEMO_NOISE = 0.08  # share of images whose alt text names a wrong digit
 
@@ -680,7 +683,7 @@ def _digit_pixels(image: np.ndarray, scale: int = 8) -> np.ndarray:
     gray = (255 - np.round(image * 255 / 16)).astype(np.uint8)
     return np.kron(gray, np.ones((scale, scale), dtype=np.uint8))
 
-# %% ../nbs/00_collect.ipynb #1f692f5c
+# %% ../nbs/00_collect.ipynb #61164e72
 def _html(title: str, body: str) -> bytes:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f'<link rel="license" href="{DEMO_LICENCE_URL}"></head><body><h1>{title}</h1>{body}'
@@ -699,7 +702,7 @@ class DemoGallery:
     truth: dict  # sha256 -> true label
     captions: dict  # image path -> caption shown
 
-# %% ../nbs/00_collect.ipynb #441aab0b
+# %% ../nbs/00_collect.ipynb #1555b3fa
 @lru_cache(maxsize=4)
 def build_demo_gallery(n_images: int = 1797, page_size: int = 100, seed: int = 0) -> DemoGallery:
     "Build the demo site in memory from scikit-learn's digits (deterministic for a given seed)."
@@ -734,7 +737,7 @@ def build_demo_gallery(n_images: int = 1797, page_size: int = 100, seed: int = 0
     files["/featured.html"] = (_html("Featured digits", "".join(figures) + '<a href="/">home</a>'), "text/html")
     return _gallery_pages(files, truth, captions, n_images, page_size)
 
-# %% ../nbs/00_collect.ipynb #a41b8bc3
+# %% ../nbs/00_collect.ipynb #94b1e553
 def _gallery_pages(files: dict, truth: dict, captions: dict, n_images: int, page_size: int) -> DemoGallery:
     "Add the index, gallery pages, robots.txt and the forbidden section to the demo files."
     n_pages = -(-n_images // page_size)
@@ -761,7 +764,7 @@ def demo_truth(n_images: int = 1797) -> dict:
     "True label of every image the demo gallery serves, by sha256 (for benchmarks and tests only)."
     return dict(build_demo_gallery(n_images).truth)
 
-# %% ../nbs/00_collect.ipynb #5d682f3e
+# %% ../nbs/00_collect.ipynb #de0a6e4f
 class _DemoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real static hosts do
     server_version = "fsml-demo-site"
@@ -791,7 +794,7 @@ class _DemoHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet: the crawler's report says what happened
         pass
 
-# %% ../nbs/00_collect.ipynb #97d4f7ca
+# %% ../nbs/00_collect.ipynb #18546400
 class DemoSite(ThreadingHTTPServer):
     "The demo gallery served on loopback from a background thread; `url` is its address."
     request_queue_size = 1024
@@ -818,7 +821,7 @@ class DemoSite(ThreadingHTTPServer):
     def __exit__(self, *exc):
         self.stop()
 
-# %% ../nbs/00_collect.ipynb #25ae7932
+# %% ../nbs/00_collect.ipynb #df47d261
 @click.command("demo-site")
 @click.option("--port", type=int, default=8770, show_default=True, help="port on 127.0.0.1 (0: any free one)")
 @click.option("--images", "n_images", type=int, default=1797, show_default=True, help="how many digits to show")
@@ -838,7 +841,7 @@ def demo_site_command(port, n_images):
     finally:
         site.server_close()
 
-# %% ../nbs/00_collect.ipynb #552b1c13
+# %% ../nbs/00_collect.ipynb #a24a53e7
 @click.command("collect")
 @click.argument("urls", nargs=-1, required=True)
 @click.option("--max-pages", type=int, default=40, show_default=True, help="HTML pages to fetch at most")
@@ -860,7 +863,7 @@ def collect_command(urls, max_pages, max_depth, max_images, delay, concurrency, 
                           f"{refused} refused, {result['errors']} errors in {result['seconds']:.1f}s; "
                           f"{result['items_total']} items in the store")
 
-# %% ../nbs/00_collect.ipynb #1d7562e1
+# %% ../nbs/00_collect.ipynb #271834cd
 ITEM_FIELDS = ["id", "source_url", "page_url", "weak_label", "caption", "width", "height", "format", "licence",
                "group_id", "fetched_at"]
 
@@ -881,7 +884,7 @@ def items_command(as_json):
                      for r in rows) or "no items yet: run `fsml collect URL`"
     emit(rows, as_json, text)
 
-# %% ../nbs/00_collect.ipynb #9310b663
+# %% ../nbs/00_collect.ipynb #50415c8d
 def run_collect(start_urls: list | None = None, max_pages: int = 40, max_depth: int = 5, delay: float = 0.0,
                 concurrency: int = 8, demo_images: int = 1797) -> dict:
     "Crawl `start_urls`, or the bundled demo gallery when none are given; return the report."
@@ -893,7 +896,7 @@ def run_collect(start_urls: list | None = None, max_pages: int = 40, max_depth: 
         result = crawl([site.url], limits)
     return dict(result, demo_site=True)
 
-# %% ../nbs/00_collect.ipynb #d4c55f24
+# %% ../nbs/00_collect.ipynb #c42e03c6
 def show_items(n: int = 40, columns: int = 10, db_url: str | None = None, store_url: str | None = None):
     "A grid of the first `n` items with their captions (weak label in bold)."
     import matplotlib.pyplot as plt
@@ -917,10 +920,13 @@ def show_refusals(result: dict):
     import matplotlib.pyplot as plt
 
     reasons = Counter(result["rejected"]) + Counter(result["error_reasons"])
-    reasons["robots.txt"] += result["robots_blocked"]
+    reasons.update({"robots.txt": result["robots_blocked"], "off-host link": result["off_host_skipped"],
+                    "rel=nofollow": result["nofollow_skipped"], "page or depth limit": result["pages_over_limit"]})
     reasons = {k: v for k, v in sorted(reasons.items(), key=lambda kv: kv[1]) if v}
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(reasons) + 1))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(reasons) + 1.2))
     ax.barh(list(reasons) or ["(none)"], list(reasons.values()) or [0])
-    ax.set_xlabel("URLs")
-    ax.set_title("refused, by reason")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("URLs not taken")
+    ax.set_title("refused or skipped, by reason")
+    fig.tight_layout()
     return fig

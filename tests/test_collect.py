@@ -161,12 +161,14 @@ def sites():
         "/truncated.png": static(truncated[: len(truncated) // 2]),
         "/bomb.png": static(encode(Image.new("1", (6000, 6000)), "PNG")),
         "/noai.png": static(digit_png(10), headers=[("X-Robots-Tag", "noai")]),
+        "/doc.pdf": static(b"%PDF-1.4 not a page", "application/pdf"),
     }
     images = ["/private/ok/a.png", "/private/b.png", "/redirect-off.png", "/ok.png#fragment", "/same-a.png",
               "dir/same-b.png", "/near.png", "/near.jpg", "/busy.png", "/patience.png", "/flaky.png", "/slow.png",
               "/huge.png", "/fake.png", "/truncated.png", "/bomb.png", "/noai.png"]
     links = ["/private/secret.html", "/private/ok/page.html", f"{other.url}/offhost.html", "/loop-a",
-             "/calendar?day=0", "/meta.html", "http://127.0.0.1:1/unreachable.html"]
+             "/calendar?day=0", "/meta.html", "http://127.0.0.1:1/unreachable.html",
+             "/doc.pdf"]
     index = page("".join(f'<img src="{src}" alt="digit {i % 10}">' for i, src in enumerate(images))
                  + "".join(f'<a href="{href}">link</a>' for href in links)
                  + '<a rel="nofollow" href="/nofollow.html">n</a>', '<base href="/">')
@@ -258,6 +260,10 @@ def test_bad_images_are_refused_with_a_reason(crawled, path, reason):
     assert crawled["hostile"].requested(path) == 1
     assert path not in crawled["items"]
     assert crawled["result"]["rejected"][reason] == 1
+
+
+def test_a_link_to_something_other_than_html_is_not_parsed(crawled):
+    assert crawled["fetches"]["/doc.pdf"].reason == "not html"
 
 
 def test_same_bytes_at_two_urls_is_one_item_with_two_sources(crawled):
