@@ -1,0 +1,293 @@
+"""Serving benchmark: throughput and p50/p99 latency at 1, 16 and 64 concurrent clients for
+
+1. the model in process (batches of `clients` images, no HTTP: the limit),
+2. a plain FastAPI endpoint calling the model directly (one process, no queue, no batching),
+3. our API -> queue -> worker on SQLite,
+4. the same on Redis (a real redis-server on a free loopback port),
+5. BentoML serving the same artifact with its adaptive batching (only if `bentoml` is installed).
+
+All servers run on 127.0.0.1 with one model process each (torch with 1 thread) and the same untrained
+`digits` artifact, published into a temporary FSML_HOME. The load generator is one asyncio process (aiohttp).
+Run: `python benchmarks/serve.py [--seconds 4] [--json out.json]`.
+"""
+import argparse
+import asyncio
+import base64
+import importlib.util
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+LEVELS = (1, 16, 64)
+
+
+def make_images(n: int = 64) -> list[bytes]:
+    "Small digit-like PNGs (28x28, random strokes)."
+    from PIL import Image
+
+    rng, images = np.random.default_rng(0), []
+    for _ in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(((rng.random((28, 28)) > 0.7) * 255).astype("uint8"), mode="L").save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def publish_model() -> str:
+    "An untrained digits model published and promoted in the current FSML_HOME; returns its reference."
+    from fullstack_ml import registry
+    from fullstack_ml.model import LABELS, Preprocessing, build_model, weights_to_bytes
+    from fullstack_ml.store import connect, now, open_files, runs
+
+    engine, store = connect(), open_files()
+    config = {"labels": list(LABELS), "preprocessing": Preprocessing().config}
+    path = store.write("runs/bench/weights.safetensors", weights_to_bytes(build_model(config)))
+    with engine.begin() as conn:
+        conn.execute(runs.insert().values(id="bench", kind="train", status="done", config=config, created_at=now(),
+                                          checkpoint_path=path))
+    row = registry.publish("bench")
+    registry.promote(row["name"], row["version"])
+    return f"{row['name']}@{row['version']}"
+
+
+def summarize(name: str, clients: int, latencies_ms: list, seconds: float, errors: int = 0) -> dict:
+    return {"system": name, "clients": clients, "requests": len(latencies_ms), "errors": errors,
+            "throughput_rps": round(len(latencies_ms) / seconds, 1),
+            "p50_ms": round(float(np.percentile(latencies_ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(latencies_ms, 99)), 2)}
+
+
+def bench_in_process(images: list, seconds: float) -> list[dict]:
+    "The limit: batches of `clients` images straight into the model (decode included, no HTTP)."
+    import torch
+
+    from fullstack_ml import registry
+    from fullstack_ml.serve import check_image, predict_batch
+
+    torch.set_num_threads(1)
+    model = registry.load("digits@production")
+    rows = []
+    for clients in LEVELS:
+        batch = (images * (clients // len(images) + 1))[:clients]
+        latencies, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t = time.perf_counter()
+            predict_batch(model, [check_image(b) for b in batch])
+            latencies += [(time.perf_counter() - t) * 1000] * clients
+        rows.append(summarize("model in process", clients, latencies, time.perf_counter() - start))
+    return rows
+
+
+async def _load(url: str, bodies: list, clients: int, seconds: float, json_body: bool, headers: dict) -> tuple:
+    import aiohttp
+
+    latencies, errors = [], 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def client(i: int):
+            nonlocal errors
+            n = i
+            while time.perf_counter() < deadline:
+                body = bodies[n % len(bodies)]
+                n += clients
+                t = time.perf_counter()
+                kwargs = {"json": body} if json_body else {"data": body}
+                async with session.post(url, headers=headers, **kwargs) as response:
+                    await response.read()
+                    if response.status == 200:
+                        latencies.append((time.perf_counter() - t) * 1000)
+                    else:
+                        errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        return latencies, errors, time.perf_counter() - start
+
+
+def bench_http(name: str, url: str, images: list, seconds: float, json_body: bool = False) -> list[dict]:
+    bodies = [{"images": [base64.b64encode(b).decode()]} for b in images] if json_body else images
+    asyncio.run(_load(url, bodies, 4, 1.0, json_body, {}))  # warm up
+    rows = []
+    for clients in LEVELS:
+        latencies, errors, took = asyncio.run(_load(url, bodies, clients, seconds, json_body, {}))
+        rows.append(summarize(name, clients, latencies, took, errors))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def wait_http(url: str, procs: list, timeout: float = 90.0) -> None:
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"a server exited early: {[p.args for p in procs if p.poll() is not None]}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop(procs: list) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start(args: list, env: dict | None = None, cwd=None) -> subprocess.Popen:
+    return subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def plain_app():
+    "The baseline: one FastAPI endpoint that decodes and calls the model directly, no queue, no batching."
+    import torch
+    from fastapi import FastAPI, Request
+
+    from fullstack_ml import registry
+    from fullstack_ml.serve import check_image, predict_batch
+
+    torch.set_num_threads(1)
+    app, model = FastAPI(), registry.load("digits@production")
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        output = predict_batch(model, [check_image(await request.body())])[0]
+        return {**output, "model": model.ref}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    return app
+
+
+def bench_ours(name: str, images: list, seconds: float, env: dict, workers: int, batch_size: int,
+               max_delay_ms: float) -> list[dict]:
+    from fullstack_ml.serve import Service
+
+    os.environ.update(env)
+    with Service(workers=workers, batch_size=batch_size, max_delay_ms=max_delay_ms, env=env) as service:
+        return bench_http(name, f"{service.url}/v1/predict", images, seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measure each level this long")
+    parser.add_argument("--workers", type=int, default=1, help="queue workers for our API")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--json", dest="json_path", help="also write the rows here")
+    parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)  # internal: run the baseline server
+    args = parser.parse_args()
+    if args.plain_server:
+        import uvicorn
+
+        uvicorn.run(plain_app(), host="127.0.0.1", port=args.plain_server, log_level="warning", access_log=False)
+        return
+
+    from fullstack_ml.serve import free_port
+
+    home = tempfile.mkdtemp(prefix="fsml-bench-")
+    env = {"FSML_HOME": home, "FSML_QUEUE_URL": f"sqlite:///{home}/queue.db"}
+    for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_TOKEN"):
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    images, rows, notes = make_images(), [], []
+    print(f"model {publish_model()} in {home}; {os.cpu_count()} CPUs; {args.seconds}s per level", flush=True)
+    try:
+        rows += bench_in_process(images, args.seconds)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+
+        port = free_port()
+        plain = start([sys.executable, __file__, "--plain-server", str(port)], env)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", [plain])
+            rows += bench_http("plain FastAPI", f"http://127.0.0.1:{port}/v1/predict", images, args.seconds)
+        finally:
+            stop([plain])
+
+        options = (args.workers, args.batch_size, args.max_delay_ms)
+        rows += bench_ours("ours: SQLite queue", images, args.seconds, env, *options)
+
+        redis_binary = shutil.which("redis-server")
+        if redis_binary:
+            redis_port = free_port()
+            redis = start([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", home])
+            try:
+                time.sleep(0.5)
+                redis_env = {**env, "FSML_QUEUE_URL": f"redis://127.0.0.1:{redis_port}/0"}
+                rows += bench_ours("ours: Redis queue", images, args.seconds, redis_env, *options)
+            finally:
+                stop([redis])
+                os.environ.update(env)
+        else:
+            notes.append("Redis: redis-server is not installed, skipped")
+
+        if importlib.util.find_spec("bentoml"):
+            port = free_port()
+            bento = start([shutil.which("bentoml") or "bentoml", "serve", "bento_service:Digits", "--port", str(port),
+                           "--host", "127.0.0.1"],
+                          {**env, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": f"{home}/bentoml"},
+                          cwd=Path(__file__).parent)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/readyz", [bento], timeout=180)
+                rows += bench_http("BentoML (adaptive batching)", f"http://127.0.0.1:{port}/predict", images,
+                                   args.seconds, json_body=True)
+            finally:
+                stop([bento])
+        else:
+            notes.append("BentoML: not installed (pip install bentoml, benchmark only), skipped")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    report(rows, notes, args.json_path)
+
+
+def report(rows: list, notes: list, json_path: str | None) -> None:
+    print(f"\n{'system':30} {'clients':>7} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for r in rows:
+        print(f"{r['system']:30} {r['clients']:>7} {r['throughput_rps']:>9} {r['p50_ms']:>9} {r['p99_ms']:>9} "
+              f"{r['errors']:>7}")
+    at = {(r["system"], r["clients"]): r["throughput_rps"] for r in rows}
+    plain = at.get(("plain FastAPI", 64))
+    ratios = {}
+    if plain:
+        for system, target in (("ours: SQLite queue", 0.6), ("ours: Redis queue", 0.8)):
+            if (system, 64) in at:
+                ratios[f"{system} / plain FastAPI @64"] = (round(at[(system, 64)] / plain, 2), f"target >= {target}")
+    bento = at.get(("BentoML (adaptive batching)", 64))
+    for system in ("ours: SQLite queue", "ours: Redis queue"):
+        if bento and (system, 64) in at:
+            ratios[f"{system} / BentoML @64"] = (round(at[(system, 64)] / bento, 2), "target > 1")
+    print()
+    for name, (value, target) in ratios.items():
+        print(f"{name:45} {value:>6}  ({target})")
+    for note in notes:
+        print("note:", note)
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows, "ratios": ratios, "notes": notes}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
