@@ -7,6 +7,8 @@ import { preprocess } from "./preprocess.js";
 const $ = (id) => document.getElementById(id);
 const timing = { modelReadyMs: null, firstPredictionMs: null, lastPredictionMs: null, predictions: 0 };
 window.fsmlTiming = timing;  // read by tests and benchmarks
+window.fsmlViolations = [];  // requests the Content-Security-Policy blocked (there should be none)
+document.addEventListener("securitypolicyviolation", (event) => window.fsmlViolations.push(event.blockedURI));
 
 function setStatus(text, kind = "info") {
   $("status").textContent = text;

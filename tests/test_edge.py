@@ -1,0 +1,159 @@
+"""The edge demo: `fsml demo static` from a real registry artifact; ONNX agrees with PyTorch, the page's JavaScript
+preprocessing equals the Python one bit for bit, and in Chromium the page predicts with no request to any other
+origin. Writes test-artifacts/edge_demo.png and edge_demo.json (site size, time to first prediction)."""
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from conftest import fsml, free_port, stop, wait_for_port
+from demo_support import digit_splits, publish_quick_model
+
+pytestmark = pytest.mark.slow
+ENV_KEYS = ("FSML_DB_URL", "FSML_STORE_URL", "FSML_QUEUE_URL", "FSML_TOKEN", "FSML_API_URL")
+
+
+@pytest.fixture(scope="module")
+def edge_site(tmp_path_factory):
+    "A quickly trained model published as digits@production, and the site `fsml demo static` builds from it."
+    if shutil.which("npm") is None:
+        pytest.skip("npm is needed to fetch onnxruntime-web") if not os.environ.get("CI") else pytest.fail("no npm")
+    root = tmp_path_factory.mktemp("edge")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FSML_HOME", str(root / "home"))
+        for key in ENV_KEYS:
+            patch.delenv(key, raising=False)
+        model = publish_quick_model()
+        start = time.time()
+        done = fsml("demo", "static", "--out", root / "site", "--json", env=dict(os.environ))
+        report = {**json.loads(done.stdout), "build_s": round(time.time() - start, 2)}
+        yield {"dir": root / "site", "model": model, "report": report, "home": root / "home"}
+
+
+def test_site_is_self_contained_and_names_its_model(edge_site):
+    site, report = edge_site["dir"], edge_site["report"]
+    for name in ("index.html", "app.js", "preprocess.js", "digit_canvas.js", "model.onnx", "model.json",
+                 "ort/ort.wasm.min.js", "ort/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.wasm"):
+        assert (site / name).is_file(), name
+    info = json.loads((site / "model.json").read_text())
+    assert info["ref"] == f"digits@{edge_site['model']['version']}" == report["model"]
+    assert len(info["manifest_sha256"]) == len(info["weights_sha256"]) == 64
+    assert "default-src 'self'" in (site / "index.html").read_text()
+    for text_file in ("index.html", "app.js", "preprocess.js", "digit_canvas.js"):
+        assert "://" not in (site / text_file).read_text().replace("http-equiv", ""), text_file
+
+
+def test_onnx_and_pytorch_agree_on_the_whole_test_split(edge_site):
+    import onnxruntime
+
+    from fullstack_ml import registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FSML_HOME", str(edge_site["home"]))
+        predictor = registry.load(edge_site["report"]["model"]).predictor
+    test = digit_splits()["test"]
+    batch = predictor.preprocessing.batch([png for _, png, _ in test])  # (n, 1, 8, 8)
+    torch_scores = predictor.predict_proba(batch).numpy()
+    session = onnxruntime.InferenceSession(str(edge_site["dir"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_scores = session.run(None, {"image": batch.numpy()})[0]
+    assert len(test) > 200
+    assert (onnx_scores.argmax(1) == torch_scores.argmax(1)).all()
+    assert np.abs(onnx_scores - torch_scores).max() < 1e-4
+
+
+def test_page_preprocessing_equals_python_bit_for_bit(edge_site):
+    "preprocess.js under node, on the RGBA pixels a browser decodes, against fullstack_ml.model.Preprocessing."
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    from PIL import Image, ImageDraw
+
+    from fullstack_ml.model import Preprocessing
+
+    images = [png for _, png, _ in digit_splits()["test"]]
+    drawn = Image.new("RGB", (280, 280), "white")  # a canvas drawing: anti-aliased stroke, off centre
+    ImageDraw.Draw(drawn).line([(60, 30), (150, 240), (200, 90)], fill="black", width=22)
+    buffer = io.BytesIO()
+    drawn.save(buffer, "PNG")
+    images.append(buffer.getvalue())
+    config = json.loads((edge_site["dir"] / "model.json").read_text())["preprocessing"]
+    cases = []
+    for png in images:
+        image = Image.open(io.BytesIO(png)).convert("RGBA")
+        cases.append({"w": image.width, "h": image.height, "rgba": np.asarray(image).ravel().tolist()})
+    script = ("import { preprocess } from %s;\nlet text = '';\nprocess.stdin.on('data', (d) => text += d);\n"
+              "process.stdin.on('end', () => { const {cases, config} = JSON.parse(text);\n"
+              "  console.log(JSON.stringify(cases.map((c) => Array.from(preprocess(Uint8ClampedArray.from(c.rgba), "
+              "c.w, c.h, config))))); });" % json.dumps((edge_site["dir"] / "preprocess.js").as_uri()))
+    done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(
+        {"cases": cases, "config": config}), capture_output=True, text=True, timeout=300, check=True)
+    from_js = np.asarray(json.loads(done.stdout), dtype=np.float32)
+    from_python = Preprocessing.from_config(config).batch(images).numpy().reshape(len(images), -1)
+    assert from_js.shape == from_python.shape
+    assert np.array_equal(from_js, from_python)
+
+
+def test_page_predicts_in_the_browser_with_no_request_elsewhere(edge_site, browser, artifacts_dir):
+    site = edge_site["dir"]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    origin = f"http://127.0.0.1:{port}"
+    page = browser.new_page(viewport={"width": 1000, "height": 760})
+    requests, problems = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", lambda response: problems.append(f"{response.status} {response.url}")
+            if response.status >= 400 else None)
+    try:
+        wait_for_port(port, proc=server)
+        opened = time.time()
+        page.goto(origin + "/")
+        page.wait_for_function("() => window.fsmlTiming && window.fsmlTiming.modelReadyMs !== null", timeout=60_000)
+        info = json.loads((site / "model.json").read_text())
+        footer = page.text_content("#model-info")
+        assert info["ref"] in footer and info["manifest_sha256"] in footer and info["weights_sha256"] in footer
+
+        index, png, label = next(case for case in digit_splits()["test"] if case[2] == "3")
+        upload = site.parent / "upload.png"
+        upload.write_bytes(png)
+        page.set_input_files("#upload", str(upload))
+        page.wait_for_function("() => window.fsmlTiming.predictions >= 1", timeout=30_000)
+        first_prediction_s = time.time() - opened
+        assert page.get_attribute("#label", "data-label") == label
+        assert page.locator("#scores .bar").count() == 10
+
+        box = page.locator("canvas.fsml-canvas").bounding_box()
+        page.mouse.move(box["x"] + 140, box["y"] + 40)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 140, box["y"] + 240, steps=12)
+        page.mouse.up()
+        page.wait_for_function("() => window.fsmlTiming.predictions >= 2", timeout=30_000)
+        assert page.get_attribute("#label", "data-label") in info["labels"]
+        timing = page.evaluate("window.fsmlTiming")
+        violations = page.evaluate("window.fsmlViolations")
+        page.screenshot(path=str(artifacts_dir / "edge_demo.png"), full_page=True)
+    finally:
+        page.close()
+        stop(server)
+    assert not problems, problems
+    assert not violations, violations
+    elsewhere = [url for url in requests if urlparse(url).scheme not in ("data", "blob")
+                 and not url.startswith(origin + "/")]
+    assert not elsewhere, f"requests left for other origins: {elsewhere}"
+    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and p.name != "upload.png")
+    figures = {"site_bytes": size, "site_mb": round(size / 1e6, 2), "files": len(edge_site["report"]["files"]),
+               "build_s": edge_site["report"]["build_s"], "model_ready_ms": round(timing["modelReadyMs"], 1),
+               "first_inference_ms": round(timing["firstPredictionMs"], 2),
+               "time_to_first_prediction_ms": round(timing["modelReadyMs"] + timing["firstPredictionMs"], 1),
+               "open_to_first_upload_prediction_s": round(first_prediction_s, 2), "requests": len(requests)}
+    (artifacts_dir / "edge_demo.json").write_text(json.dumps(figures, indent=2))
+    print("edge demo:", json.dumps(figures))
