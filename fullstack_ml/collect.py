@@ -411,8 +411,15 @@ def _rules_for(crawler: Crawler, host: str) -> Protego:
             scheme = next((urlsplit(u).scheme for u in crawler.start_urls if host_of(u) == host), "http")
             try:
                 with gate.request():
-                    response = crawler.session.get(f"{scheme}://{host}/robots.txt", timeout=crawler.limits.timeout)
-                status, text = response.status_code, response.text[:500_000]
+                    response = crawler.session.get(f"{scheme}://{host}/robots.txt", timeout=crawler.limits.timeout,
+                                                   stream=True)
+                status, body = response.status_code, b""
+                for chunk in response.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) >= 500_000:  # RFC 9309: parse at least the first 500 KiB, and we parse no more
+                        break
+                response.close()
+                text = body[:500_000].decode("utf-8", "replace")
             except requests.RequestException:
                 status, text = None, ""
             rules = robots_from_response(status, text)
@@ -445,6 +452,8 @@ def _request(crawler: Crawler, url: str, headers: dict) -> requests.Response:
         if response is not None and response.status_code not in RETRY_STATUSES:
             return response
         if attempt == limits.retries:
+            if response is not None:
+                response.close()
             raise Refused(reason if response is None else f"http {response.status_code}", "error",
                           None if response is None else response.status_code)
         wait_s = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
@@ -646,6 +655,7 @@ def report(crawler: Crawler, seconds: float) -> dict:
         unchanged=c["images_unchanged"], rejected=dict(crawler.rejected), robots_blocked=c["robots_blocked"],
         off_host_skipped=c["off_host"], nofollow_skipped=c["nofollow"], errors=c["errors"],
         error_reasons=dict(crawler.error_reasons), pages_over_limit=c["pages_over_limit"],
+        images_over_limit=c["images_over_limit"],
         items_total=len(crawler.ledger.item_ids), seconds=round(seconds, 3),
         pages_per_second=round(c["pages_fetched"] / seconds, 2) if seconds else None,
         images_per_second=round(images_fetched / seconds, 2) if seconds else None)

@@ -330,7 +330,8 @@ def test_crawl_delay_from_robots_is_honoured(tmp_path):
               **dict(LIMITS, concurrency=4))
         starts = sorted(t for p, _, t in site.log if p != "/robots.txt")
         assert len(starts) == 4
-        assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.28
+        assert starts[-1] - starts[0] >= 3 * 0.3 - 0.05  # loose per gap: a loaded server logs late
+        assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.15
     finally:
         site.shutdown()
 
