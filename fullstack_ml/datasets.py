@@ -9,7 +9,7 @@ __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_man
            'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command',
            'plot_balance', 'run_datasets']
 
-# %% ../nbs/01a_datasets.ipynb #d6340c66
+# %% ../nbs/01a_datasets.ipynb #c77db849
 import hashlib
 import io
 import json
@@ -31,7 +31,7 @@ from fullstack_ml.store import (
     annotations, connect, dataset_versions, get_blob, items, now, open_files, put_blob, tasks, write_transaction,
 )
 
-# %% ../nbs/01a_datasets.ipynb #c9166851
+# %% ../nbs/01a_datasets.ipynb #255aff64
 SPLITS = {"train": 0.7, "valid": 0.15, "test": 0.15}  # split -> share of items (by group)
 MANIFEST_COLUMNS = ["item_id", "label", "split", "source", "agreement", "group_id"]
 
@@ -46,7 +46,7 @@ def split_of(key: str, splits: dict = SPLITS) -> str:
             return name
     return name
 
-# %% ../nbs/01a_datasets.ipynb #85fe7fee
+# %% ../nbs/01a_datasets.ipynb #a779f209
 def project_items(engine, project: str) -> pd.DataFrame:
     "Every item a project has queued or labelled, with its near-duplicate group: columns item_id, group_id."
     in_project = sa.union(sa.select(tasks.c.item_id).where(tasks.c.project == project),
@@ -73,7 +73,7 @@ def version_id(manifest: pd.DataFrame) -> str:
     lines = [f"{item}\t{label}\t{split}" for item, label, split in zip(rows.item_id, rows.label, rows.split)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
-# %% ../nbs/01a_datasets.ipynb #3ac19d65
+# %% ../nbs/01a_datasets.ipynb #38d668c5
 def validate(manifest: pd.DataFrame, label_set: list, parent: pd.DataFrame | None = None) -> list[str]:
     "Every problem that makes `manifest` unfit to train on, as sentences (empty when it is fine)."
     problems = []
@@ -98,7 +98,7 @@ def validate(manifest: pd.DataFrame, label_set: list, parent: pd.DataFrame | Non
                             f"{moved.split.iloc[0]}): check their near-duplicate groups")
     return problems
 
-# %% ../nbs/01a_datasets.ipynb #069da2d0
+# %% ../nbs/01a_datasets.ipynb #4584272d
 def class_balance(manifest: pd.DataFrame, label_set: list) -> pd.DataFrame:
     "Items per label (rows, in label-set order) and split (columns), with a total column."
     table = pd.crosstab(manifest.label, manifest.split).reindex(index=label_set, columns=list(SPLITS), fill_value=0)
@@ -116,7 +116,7 @@ def balance_warnings(table: pd.DataFrame, max_ratio: float = 3.0) -> list[str]:
                         f"{totals.idxmin()!r} only {totals.min()}")
     return warnings
 
-# %% ../nbs/01a_datasets.ipynb #91f4f87a
+# %% ../nbs/01a_datasets.ipynb #02c23a18
 def _counts(manifest: pd.DataFrame) -> dict:
     return {"items": int(len(manifest)),
             "split": {s: int((manifest.split == s).sum()) for s in SPLITS},
@@ -139,7 +139,7 @@ def latest_version(engine=None, project: str | None = None) -> str | None:
     rows = _versions(engine or connect(), project)
     return rows[0]["id"] if rows else None
 
-# %% ../nbs/01a_datasets.ipynb #85ebe6f4
+# %% ../nbs/01a_datasets.ipynb #17cad013
 def snapshot(
     engine=None,  # database (default: from the settings)
     store=None,  # file store (default: from the settings)
@@ -179,7 +179,7 @@ def snapshot(
                                                       created_at=now(), meta=meta))
     return version
 
-# %% ../nbs/01a_datasets.ipynb #d2e86f17
+# %% ../nbs/01a_datasets.ipynb #f16f7d3a
 def resolve_version(version: str | None, engine=None) -> dict:
     "The version row for an id, a unique id prefix, `latest` or None (latest); a clear error otherwise."
     rows = _versions(engine or connect())
@@ -216,7 +216,7 @@ def list_versions(engine=None) -> list[dict]:
     engine = engine or connect()
     return [describe(row["id"], engine) for row in _versions(engine)]
 
-# %% ../nbs/01a_datasets.ipynb #62121856
+# %% ../nbs/01a_datasets.ipynb #aac80159
 def diff(a: str, b: str, engine=None, store=None) -> dict:
     "What changed from version `a` to `b`: item ids added, removed, relabelled and moved between splits."
     old = read_manifest(a, engine, store).set_index("item_id")
@@ -228,7 +228,7 @@ def diff(a: str, b: str, engine=None, store=None) -> dict:
             "relabelled": sorted(both[old.loc[both, "label"] != new.loc[both, "label"]]),
             "moved": sorted(both[old.loc[both, "split"] != new.loc[both, "split"]])}
 
-# %% ../nbs/01a_datasets.ipynb #4617daaf
+# %% ../nbs/01a_datasets.ipynb #a98a44b0
 def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:
     "Store scikit-learn digits `indices` as 64x64 PNG items with weak labels; return their ids (tests, demos)."
     from PIL import Image
@@ -253,7 +253,7 @@ def add_digit_items(engine, store, indices, weak_labels: list | None = None, gro
             conn.execute(items.insert(), new)
     return ids
 
-# %% ../nbs/01a_datasets.ipynb #222c1cc2
+# %% ../nbs/01a_datasets.ipynb #91c4db6e
 class ItemDataset(Dataset):
     "One split of a dataset version: preprocessed images (n, 1, h, w), label indices (n,), item ids."
 
@@ -269,7 +269,7 @@ class ItemDataset(Dataset):
             index = torch.as_tensor(index)
         return self.images[index], self.targets[index]
 
-# %% ../nbs/01a_datasets.ipynb #235cb271
+# %% ../nbs/01a_datasets.ipynb #27555fbf
 def _decode_all(manifest: pd.DataFrame, store, preprocessing: Preprocessing) -> torch.Tensor:
     "Every manifest image through `preprocessing`, in manifest order: (n, 1, size, size)."
     size = preprocessing.image_size
@@ -298,7 +298,7 @@ def _cached_images(version: str, manifest: pd.DataFrame, store, preprocessing: P
     temp.replace(path)
     return images
 
-# %% ../nbs/01a_datasets.ipynb #c0373288
+# %% ../nbs/01a_datasets.ipynb #1b1d93e0
 class VersionedDataset:
     "A loaded dataset version: its manifest, label set and one `ItemDataset` per split."
 
@@ -312,8 +312,8 @@ class VersionedDataset:
         targets = torch.tensor([self.labels.index(label) for label in manifest.label], dtype=torch.long)
         self.splits = {}
         for split in SPLITS:
-            mask = (manifest.split == split).to_numpy()
-            self.splits[split] = ItemDataset(images[mask], targets[mask], manifest.item_id[mask].tolist())
+            mask = torch.tensor((manifest.split == split).to_numpy(), dtype=torch.bool)
+            self.splits[split] = ItemDataset(images[mask], targets[mask], manifest.item_id[mask.numpy()].tolist())
 
     def __getitem__(self, split: str) -> ItemDataset:
         return self.splits[split]
@@ -332,7 +332,7 @@ class VersionedDataset:
         sizes = ", ".join(f"{name}={len(data)}" for name, data in self.splits.items())
         return f"VersionedDataset({self.version}, {sizes})"
 
-# %% ../nbs/01a_datasets.ipynb #92ae97fa
+# %% ../nbs/01a_datasets.ipynb #3c370a33
 def load(
     version: str | None = None,  # a version id (or unique prefix, or "latest"); default the latest
     engine=None,  # database (default: from the settings)
@@ -350,7 +350,7 @@ def load(
     labels = (row["meta"] or {}).get("labels") or LABELS
     return VersionedDataset(row["id"], row["parent"], manifest, labels, images, preprocessing)
 
-# %% ../nbs/01a_datasets.ipynb #7bebf26a
+# %% ../nbs/01a_datasets.ipynb #0bb49eeb
 def export_imagefolder(version: str | None, out_url: str, engine=None, store=None) -> int:
     "Write the version's images as `out_url/<split>/<label>/<item_id>.<ext>`; return how many."
     engine, store = engine or connect(), store or open_files()
@@ -375,7 +375,7 @@ def export_parquet(version: str | None, out_url: str, engine=None, store=None) -
         manifest.to_parquet(f, index=False)
     return len(manifest)
 
-# %% ../nbs/01a_datasets.ipynb #c8b5971b
+# %% ../nbs/01a_datasets.ipynb #d9186434
 @click.group("dataset")
 def dataset_cli():
     "Freeze labels into dataset versions, list, show and compare them."
@@ -403,7 +403,7 @@ def list_command(as_json):
     text = "\n".join(f"{r['version']}  parent={r['parent']}  items={r['counts']['items']}" for r in rows)
     emit(rows, as_json, text or "no dataset versions yet")
 
-# %% ../nbs/01a_datasets.ipynb #9da217cf
+# %% ../nbs/01a_datasets.ipynb #0cc05f9f
 @dataset_cli.command("show")
 @click.argument("version")
 @click.option("--items", "with_items", is_flag=True, help="one line per item: item, label, split")
@@ -434,7 +434,7 @@ def diff_command(a, b, as_json):
     text = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "relabelled", "moved"))
     emit(changes, as_json, f"{changes['a']} -> {changes['b']}: {text}")
 
-# %% ../nbs/01a_datasets.ipynb #d45abd42
+# %% ../nbs/01a_datasets.ipynb #9ab1bf20
 def plot_balance(table: pd.DataFrame):
     "A stacked bar chart of items per label and split."
     import matplotlib.pyplot as plt
@@ -445,7 +445,7 @@ def plot_balance(table: pd.DataFrame):
     plt.tight_layout()
     plt.show()
 
-# %% ../nbs/01a_datasets.ipynb #9c1f35f9
+# %% ../nbs/01a_datasets.ipynb #04f4fd3b
 def run_datasets(
     project: str = "digits",  # annotation project to snapshot
     allow_unlabeled: bool = False,  # leave unlabeled items out instead of failing
