@@ -6,7 +6,7 @@
 __all__ = ['STAGES', 'notebooks_dir', 'load_profile', 'apply_overrides', 'save_result', 'StageFailed', 'new_run_id',
            'run_pipeline']
 
-# %% ../nbs/core/pipeline.ipynb #e1f753db
+# %% ../nbs/core/pipeline.ipynb #cc206bbf
 import json
 import os
 import secrets
@@ -20,7 +20,7 @@ import yaml
 import fullstack_ml
 from .settings import get_settings
 
-# %% ../nbs/core/pipeline.ipynb #6080386e
+# %% ../nbs/core/pipeline.ipynb #238192e8
 STAGES = [  # (stage, notebook): the order of the data's path
     ("collect", "00_collect.ipynb"),
     ("annotate", "01_annotate.ipynb"),
@@ -39,7 +39,7 @@ def notebooks_dir() -> Path:
             return candidate
     raise FileNotFoundError(f"no notebooks next to {package_dir}: reinstall fullstack-ml")
 
-# %% ../nbs/core/pipeline.ipynb #37e5058d
+# %% ../nbs/core/pipeline.ipynb #1ce595ad
 def load_profile(profile: str = "default", config_path: str | Path | None = None) -> dict:
     "Parameters per stage for `profile`, from the bundled `pipeline.yml` and an optional user config."
     profiles = yaml.safe_load((notebooks_dir() / "pipeline.yml").read_text())["profiles"]
@@ -70,7 +70,7 @@ def apply_overrides(params: dict, overrides: list[str]) -> dict:
         params.setdefault(stage, {})[key] = yaml.safe_load(value) if value else ""
     return params
 
-# %% ../nbs/core/pipeline.ipynb #f3599278
+# %% ../nbs/core/pipeline.ipynb #944dcdc7
 def save_result(result: dict) -> dict:
     "Hand a stage's result to the pipeline runner (when run by it) and return it."
     path = os.environ.get("FSML_RESULT_PATH")
@@ -78,7 +78,7 @@ def save_result(result: dict) -> dict:
         Path(path).write_text(json.dumps(result, indent=2, default=str))
     return result
 
-# %% ../nbs/core/pipeline.ipynb #e64dfe0d
+# %% ../nbs/core/pipeline.ipynb #68abadb2
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the notebook and the cell."
 
@@ -100,7 +100,7 @@ def _failure_message(stage: str, notebook: str, error) -> str:
     reason = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', error)}"
     return f"stage {stage!r} failed in {notebook} at {where}: {reason}"
 
-# %% ../nbs/core/pipeline.ipynb #e89a7d9d
+# %% ../nbs/core/pipeline.ipynb #a35ea1f3
 def run_pipeline(
     profile: str = "default",  # a profile of pipeline.yml (or of `config_path`)
     config_path: str | Path | None = None,  # a YAML file with more profiles
@@ -143,7 +143,8 @@ def run_pipeline(
         try:
             papermill.execute_notebook(
                 str(notebooks / notebook), str(run_dir / notebook), parameters=params.get(name, {}),
-                cwd=str(run_dir), kernel_name="python3", progress_bar=False, log_output=False)
+                cwd=str(run_dir), kernel_name="python3", progress_bar=False, log_output=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"])  # keep kernel chatter off the progress bar
         except Exception as error:  # papermill's own error names the cell; anything else is the kernel's
             entry.update(status="failed", ended_at=time.time(), error=_failure_message(name, notebook, error))
             record.update(status="failed", ended_at=time.time())
