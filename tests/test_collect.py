@@ -404,8 +404,8 @@ def test_demo_site_and_cli_reports(tmp_path):
         rows = [json.loads(line) for line in lines]
         assert len(rows) == report["items_total"] == 130  # 120 digits and 10 re-encoded copies
         assert {"id", "source_url", "page_url", "weak_label", "width", "height", "licence"} <= set(rows[0])
-        truth = demo_truth(120)
-        assert set(truth) == {r["id"] for r in rows}
+        truth = demo_truth()
+        assert {r["id"] for r in rows} <= set(truth)
         wrong = sum(r["weak_label"] != truth[r["id"]] for r in rows)
         assert 0 < wrong < 0.2 * len(rows)  # noisy, but mostly right
         text = fsml("items", env=_env(tmp_path)).stdout
