@@ -1,0 +1,104 @@
+"""The demo page in headless Chromium, against real processes: `fsml serve api`, `fsml serve worker` and
+`fsml demo app` (Voila) on free loopback ports, with a small model trained for the test and promoted to production.
+Draw -> a prediction naming the model version; upload a digit -> the right label; a correction -> a feedback
+label in `fsml annotate export` and a demo item in `fsml items`; the API stopped -> a plain-words error, drawing
+kept. Screenshots go to test-artifacts/."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import fsml, free_port, stop, wait_for_port
+from demo_support import digit_splits, publish_quick_model
+
+pytestmark = pytest.mark.slow
+FSML = str(Path(sys.executable).parent / "fsml")
+
+
+def start(*args, env, log: Path) -> subprocess.Popen:
+    "Start an `fsml` server in its own process group, its output in `log` (a pipe nobody reads would fill up)."
+    with open(log, "w") as out:
+        return subprocess.Popen([FSML, *args], env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def draw_stroke(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    box = page.locator("canvas.fsml-canvas").bounding_box()
+    page.mouse.move(box["x"] + x0, box["y"] + y0)
+    page.mouse.down()
+    page.mouse.move(box["x"] + x1, box["y"] + y1, steps=12)
+    page.mouse.up()
+
+
+def ink_on_canvas(page) -> int:
+    "How many canvas pixels are not white: the drawing is still there when this is large."
+    return page.evaluate("""() => { const c = document.querySelector('canvas.fsml-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++; return n; }""")
+
+
+def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, browser, artifacts_dir, tmp_path):
+    model = publish_quick_model()
+    api_port, voila_port = free_port(), free_port()
+    env = {**os.environ, "FSML_API_URL": f"http://127.0.0.1:{api_port}"}
+    logs = {name: tmp_path / f"{name}.log" for name in ("api", "worker", "app")}
+    api = start("serve", "api", "--port", str(api_port), env=env, log=logs["api"])
+    worker = start("serve", "worker", "--batch-size", "4", "--max-delay-ms", "5", env=env, log=logs["worker"])
+    app = start("demo", "app", "--port", str(voila_port), "--cull-idle", "300", env=env, log=logs["app"])
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    try:
+        wait_for_port(api_port, timeout=60, proc=api)
+        wait_for_port(voila_port, timeout=90, proc=app)
+        assert f"http://127.0.0.1:{voila_port}/" in logs["app"].read_text().splitlines()[0]  # it prints its URL
+        page.goto(f"http://127.0.0.1:{voila_port}/", timeout=180_000)
+        page.wait_for_selector("canvas.fsml-canvas", timeout=180_000)
+
+        # draw a stroke: the bitmap goes to the API, the answer names the model version that gave it
+        draw_stroke(page, 140, 40, 140, 240)
+        page.wait_for_selector(".fsml-model", timeout=60_000)
+        assert page.text_content(".fsml-model") == f"digits@{model['version']}"
+        assert page.locator(".fsml-bar").count() == 10
+        page.screenshot(path=str(artifacts_dir / "demo_app.png"), full_page=True)
+
+        # one key clears; then upload a digit image and see the right label
+        page.keyboard.press("Escape")
+        page.wait_for_selector(".fsml-label", state="detached", timeout=30_000)
+        assert ink_on_canvas(page) == 0
+        _, png, truth = next(case for case in digit_splits()["test"] if case[2] == "4")
+        upload = tmp_path / "four.png"
+        upload.write_bytes(png)
+        with page.expect_file_chooser() as chooser:  # ipywidgets' upload button opens a detached file input
+            page.click(".fsml-upload")
+        chooser.value.set_files(str(upload))
+        page.wait_for_selector(".fsml-label", timeout=60_000)
+        assert page.text_content(".fsml-label") == truth
+
+        # "Wrong? Give the right label": the image becomes a demo item with a feedback annotation, queued
+        page.select_option(".fsml-correct-label select", "9")
+        page.click("button.fsml-correct-send")
+        page.wait_for_selector(".fsml-saved", timeout=60_000)
+        exported = [json.loads(line) for line in fsml("annotate", "export", "--json").stdout.splitlines()]
+        feedback = [row for row in exported if row["kind"] == "feedback"]
+        assert [row["label"] for row in feedback] == ["9"]
+        listed = [json.loads(line) for line in fsml("items", "--json").stdout.splitlines()]
+        item = next(row for row in listed if row["id"] == feedback[0]["item"])
+        assert item["source_url"].startswith("demo:") and (item["width"], item["height"]) == (64, 64)
+
+        # the API goes away: the page says so in plain words and keeps the drawing
+        stop(api)
+        page.keyboard.press("Escape")
+        draw_stroke(page, 80, 60, 200, 220)
+        page.wait_for_selector(".fsml-error", timeout=60_000)
+        assert "not reachable" in page.text_content(".fsml-error")
+        assert ink_on_canvas(page) > 500
+        page.screenshot(path=str(artifacts_dir / "demo_app_api_down.png"), full_page=True)
+    except Exception:
+        for name, log in logs.items():
+            print(f"--- {name} log (tail)\n" + "\n".join(log.read_text().splitlines()[-30:]))
+        raise
+    finally:
+        page.close()
+        for proc in (app, worker, api):
+            stop(proc)
