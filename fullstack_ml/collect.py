@@ -609,10 +609,15 @@ def handle(crawler: Crawler, task: dict, result) -> None:
 
 # %% ../nbs/00_collect.ipynb #7630e7a1
 def _work(crawler: Crawler, task: dict):
+    "Run one task in a worker thread; hostile input must end in a Refused, never in a dead crawl."
     try:
         return (fetch_page if task["kind"] == "page" else fetch_image)(crawler, task)
     except Refused as refusal:
         return refusal
+    except OSError:  # the file store failed: stop the crawl, a broken disk is not a bad URL
+        raise
+    except Exception as error:  # a parser or decoder tripped on input we did not foresee
+        return Refused(f"unexpected {type(error).__name__}", "error")
 
 
 def run_crawl(crawler: Crawler) -> dict:
