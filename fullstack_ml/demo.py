@@ -10,7 +10,7 @@ __all__ = ['FEEDBACK_PRIORITY', 'FEEDBACK_ANNOTATOR', 'ORT_WEB_VERSION', 'ORT_WE
            'scores_chart', 'answer_html', 'message_html', 'correction_row', 'demo_app', 'demo_cli', 'app_command',
            'export_onnx', 'fetch_onnxruntime_web', 'write_site', 'build_static_site', 'static_command']
 
-# %% ../nbs/04a_demo.ipynb #60b0f83c
+# %% ../nbs/04a_demo.ipynb #b80dfc70
 import io
 import json
 import shutil
@@ -32,7 +32,7 @@ from .pipeline import notebooks_dir
 from .settings import get_settings
 from .store import annotations, connect, items, now, open_files, put_blob, sha256_hex, write_transaction
 
-# %% ../nbs/04a_demo.ipynb #5d9fdfa8
+# %% ../nbs/04a_demo.ipynb #52029eb6
 class ApiError(RuntimeError):
     "The prediction API gave no answer; the message is written for the person using the page."
 
@@ -55,7 +55,7 @@ def explain_status(response: requests.Response) -> str:
     return (f"The prediction service failed (HTTP {status}: {detail}). Try again in a moment; if it keeps "
             "failing, look at the API's and workers' logs.")
 
-# %% ../nbs/04a_demo.ipynb #5f491f7f
+# %% ../nbs/04a_demo.ipynb #6c797486
 def _headers(token: str | None) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -76,7 +76,7 @@ def _wait_for_job(api_url: str, job_id: str, token: str | None, deadline: float,
     raise ApiError("The prediction service accepted the image but no worker answered in time. Is a worker "
                    "running (`fsml serve worker`)? Your drawing is kept: try again.")
 
-# %% ../nbs/04a_demo.ipynb #2a67013b
+# %% ../nbs/04a_demo.ipynb #ce93607a
 def predict_remote(
     image: bytes,  # PNG/JPEG/... bytes, exactly as a visitor drew or uploaded them
     api_url: str | None = None,  # default: FSML_API_URL
@@ -108,7 +108,7 @@ def predict_remote(
                        "again: your drawing is kept.") from None
     return {**result, "round_trip_ms": (time.perf_counter() - start) * 1000}
 
-# %% ../nbs/04a_demo.ipynb #2c59a57f
+# %% ../nbs/04a_demo.ipynb #f7df6342
 FEEDBACK_PRIORITY = 80  # queue priority of demo corrections: after suspected label errors (100), before the rest
 FEEDBACK_ANNOTATOR = "demo-visitor"  # who a feedback annotation is from
 
@@ -124,7 +124,7 @@ def describe_image(image: bytes, engine) -> dict:
     group_id = Ledger(engine).near.find(facts["phash_256"])
     return {**facts, "group_id": group_id}
 
-# %% ../nbs/04a_demo.ipynb #61110424
+# %% ../nbs/04a_demo.ipynb #01912c88
 def record_feedback(
     image: bytes,  # the bytes the model saw
     label: str,  # the label the visitor says is right
@@ -159,7 +159,7 @@ def record_feedback(
     queued = enqueue(engine, project, [item_id], priority=FEEDBACK_PRIORITY, reason=reason)
     return {"item_id": item_id, "annotation_id": result.inserted_primary_key[0], "label": str(label), "queued": queued}
 
-# %% ../nbs/04a_demo.ipynb #313ae552
+# %% ../nbs/04a_demo.ipynb #dfdcb072
 def asset_path(name: str) -> Path:
     "A file of `nbs/assets/` (JavaScript and HTML of the demos), installed or in a checkout."
     path = notebooks_dir() / "assets" / name
@@ -172,6 +172,7 @@ class DigitCanvas(anywidget.AnyWidget):
     "A canvas to draw a digit on; calls the `on_image` callbacks with PNG bytes, `on_clear` ones when wiped."
 
     _esm = asset_path("digit_canvas.js")
+    _css = asset_path("digit_canvas.css")
     size = traitlets.Int(280).tag(sync=True)  # pixels per side
     line_width = traitlets.Float(22.0).tag(sync=True)  # pen width in canvas pixels
     delay_ms = traitlets.Int(300).tag(sync=True)  # pause after the last stroke before the bitmap is sent
@@ -199,7 +200,7 @@ class DigitCanvas(anywidget.AnyWidget):
             for callback in self._clear_callbacks:
                 callback()
 
-# %% ../nbs/04a_demo.ipynb #f2b194e9
+# %% ../nbs/04a_demo.ipynb #7a4014a3
 def scores_chart(scores: dict, top: str | None = None) -> str:
     "Scores as a horizontal bar chart in HTML, in label order, the top label highlighted."
     rows = []
@@ -221,7 +222,7 @@ def answer_html(result: dict) -> str:
             f'{result["label"]}</b></div>{scores_chart(result["scores"], result["label"])}'
             f'<div class="fsml-meta">{latency} · model <b class="fsml-model">{result["model"]}</b></div></div>')
 
-# %% ../nbs/04a_demo.ipynb #6ba6a1fe
+# %% ../nbs/04a_demo.ipynb #65724e5e
 def message_html(text: str, kind: str = "info") -> str:
     "A one-line status: info, or an error in red."
     colour = "#b00020" if kind == "error" else "#444"
@@ -237,7 +238,7 @@ def correction_row(labels: list) -> tuple:
     send.add_class("fsml-correct-send")
     return widgets.HBox([choice, send]), choice, send
 
-# %% ../nbs/04a_demo.ipynb #b89150c4
+# %% ../nbs/04a_demo.ipynb #fba8a054
 def demo_app(
     api_url: str | None = None,  # default: FSML_API_URL
     token: str | None = None,  # default: FSML_TOKEN
@@ -249,7 +250,8 @@ def demo_app(
     feedback = feedback or (lambda image, label, answer: record_feedback(image, label, answer))
     state = {"image": None, "answer": None}  # the bytes last sent and what the API said about them
     canvas = DigitCanvas()
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image")
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
+                                layout={"width": "280px"})
     upload.add_class("fsml-upload")
     preview = widgets.Image(format="png", layout={"width": "112px", "height": "112px", "border": "1px solid #ccc"})
     answer = widgets.HTML()
@@ -267,7 +269,7 @@ def demo_app(
     right = widgets.VBox([widgets.HTML("<b>What the model saw</b>"), preview, answer, row])
     return widgets.VBox([widgets.HTML("<h2>Digit demo</h2>"), status, widgets.HBox([left, right])])
 
-# %% ../nbs/04a_demo.ipynb #5e4251ce
+# %% ../nbs/04a_demo.ipynb #4d6adae0
 def _asker(predict, state, preview, answer, status, row, choice):
     "A callback: send an image to the model, show its answer, or say in plain words why there is none."
     def ask(image: bytes):
@@ -302,7 +304,7 @@ def _uploaded(change, upload, canvas, ask):
         ask(bytes(files[0]["content"]))
         upload.value = ()  # so the same file can be uploaded again
 
-# %% ../nbs/04a_demo.ipynb #f6f3405e
+# %% ../nbs/04a_demo.ipynb #c14ccd3d
 def _correct(feedback, state, choice, status):
     "Store the visitor's label for the image last shown, and say what happened."
     if state["image"] is None:
@@ -316,7 +318,7 @@ def _correct(feedback, state, choice, status):
     status.value = message_html(f"Thank you: stored as item {saved['item_id'][:12]} with label "
                                 f"{saved['label']!r}, queued for annotation.", "saved")
 
-# %% ../nbs/04a_demo.ipynb #e81cad1d
+# %% ../nbs/04a_demo.ipynb #2ec0966b
 @click.group("demo")
 def demo_cli():
     "The demo page (a client of the serving API) and the edge demo (the model in the visitor's browser)."
@@ -332,7 +334,7 @@ def app_command(port, host, cull_idle):
 
     serve_app("demo", port, host, cull_idle)
 
-# %% ../nbs/04a_demo.ipynb #73cc62d1
+# %% ../nbs/04a_demo.ipynb #d33ddab0
 def export_onnx(
     predictor,  # a fullstack_ml.model.Predictor (its network and preprocessing)
     opset: int = 17,
@@ -357,7 +359,7 @@ def export_onnx(
                           dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}})
     return buffer.getvalue()
 
-# %% ../nbs/04a_demo.ipynb #4b3d9881
+# %% ../nbs/04a_demo.ipynb #f3c0102c
 ORT_WEB_VERSION = "1.30.0"  # onnxruntime-web release the edge page is built and tested with
 ORT_WEB_FILES = ["ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]  # from dist/
 
@@ -381,7 +383,7 @@ def fetch_onnxruntime_web(cache_dir: Path | None = None, version: str = ORT_WEB_
         package = json.loads(archive.extractfile("package/package.json").read())
     return {"version": package["version"], "license": package.get("license"), "files": files}
 
-# %% ../nbs/04a_demo.ipynb #cde66834
+# %% ../nbs/04a_demo.ipynb #4e867f9d
 EDGE_ASSETS = {"edge_index.html": "index.html", "edge_app.js": "app.js", "edge_preprocess.js": "preprocess.js",
                "digit_canvas.js": "digit_canvas.js"}  # nbs/assets/ file -> name in the site
 
@@ -401,7 +403,7 @@ def write_site(out_dir, model_bytes: bytes, model_info: dict, runtime: dict) -> 
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     return {"out_dir": str(out_dir), "files": files, "bytes": sum((out_dir / f).stat().st_size for f in files)}
 
-# %% ../nbs/04a_demo.ipynb #494c6876
+# %% ../nbs/04a_demo.ipynb #0dcceb68
 def build_static_site(
     out_dir,  # folder to write (created; files in it are replaced)
     model: str = "digits@production",  # registry reference: NAME, NAME@VERSION or NAME@ALIAS
@@ -425,7 +427,7 @@ def build_static_site(
     report = write_site(out_dir, export_onnx(predictor), model_info, fetch_onnxruntime_web(cache_dir))
     return {**report, "model": model_info["ref"], "manifest_sha256": model_info["manifest_sha256"]}
 
-# %% ../nbs/04a_demo.ipynb #b53f50c5
+# %% ../nbs/04a_demo.ipynb #599379ee
 @demo_cli.command("static")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder to write the site to")
 @click.option("--model", default="digits@production", show_default=True, help="NAME, NAME@VERSION or NAME@ALIAS")
