@@ -1,0 +1,66 @@
+"""Label-error detection on the demo gallery's noisy captions, scored against the gallery's true labels.
+
+The real path, on a temporary FSML_HOME: crawl the bundled demo site, import the captions as weak labels, snapshot a
+dataset version, then run the evaluation stage's confident learning (cross-validated on the training split) over the
+version. A suspect is right when its caption label differs from the gallery's truth (`demo_truth()`, read only here).
+Prints precision and recall (target: both >= 0.8), overall and per split.
+
+    python benchmarks/label_issues.py [--images 1797] [--folds 5] [--method prune_by_noise_rate]
+"""
+import argparse
+import os
+import tempfile
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1797, help="demo gallery size")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--method", default="prune_by_noise_rate")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["FSML_HOME"] = home
+        for key in ("FSML_DB_URL", "FSML_STORE_URL"):
+            os.environ.pop(key, None)
+        from fullstack_ml.annotate import run_annotate
+        from fullstack_ml.collect import demo_truth, run_collect
+        from fullstack_ml.datasets import read_manifest, snapshot
+        from fullstack_ml.eval import dataset_label_issues, image_features
+        from fullstack_ml.model import LABELS
+        from fullstack_ml.store import connect, open_files
+
+        started = time.perf_counter()
+        run_collect(max_pages=60, demo_images=args.images)
+        run_annotate(show=False)
+        engine, store = connect(), open_files()
+        version = snapshot(engine, store, allow_unlabeled=True)
+        manifest = read_manifest(version, engine, store).astype({"label": str})
+        prepared = time.perf_counter()
+        features = image_features(store, manifest["item_id"].tolist())
+        issues = dataset_label_issues(manifest, features, LABELS, folds=args.folds, method=args.method)
+        searched = time.perf_counter()
+
+    truth = demo_truth()
+    manifest["true"] = manifest["item_id"].map(truth)
+    manifest = manifest[manifest["true"].notna()]
+    noisy = set(manifest.loc[manifest["label"] != manifest["true"], "item_id"])
+    suspects = {issue["item"] for issue in issues}
+    print(f"items {len(manifest)}, wrong caption labels {len(noisy)} ({len(noisy) / len(manifest):.1%}), "
+          f"suspects {len(suspects)}; method {args.method}, {args.folds} folds")
+    for split in ("train", "valid", "test", "all"):
+        members = set(manifest["item_id"]) if split == "all" else set(manifest.loc[manifest["split"] == split, "item_id"])
+        found, wrong = suspects & members, noisy & members
+        hits = len(found & wrong)
+        precision = hits / len(found) if found else float("nan")
+        recall = hits / len(wrong) if wrong else float("nan")
+        print(f"  {split:5s}  items {len(members):5d}  wrong {len(wrong):4d}  suspects {len(found):4d}  "
+              f"precision {precision:.3f}  recall {recall:.3f}")
+    suggested_right = sum(truth.get(issue["item"]) == issue["suggested"] for issue in issues if issue["item"] in noisy)
+    print(f"suggested label equals the truth for {suggested_right} of {len(suspects & noisy)} true suspects")
+    print(f"crawl+annotate+snapshot {prepared - started:.1f}s, label-error search {searched - prepared:.1f}s")
+    print(f"label-error precision/target {hits / max(len(found), 1) / 0.8:.2f}x, recall/target {hits / max(len(wrong), 1) / 0.8:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
