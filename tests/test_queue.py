@@ -1,4 +1,5 @@
 """The job queue on both backends: batching, leases and redelivery, first-result-wins, dead letters, TTL."""
+import threading
 import time
 import uuid
 
@@ -85,3 +86,16 @@ def test_results_expire_after_their_time_to_live(queue_url):
     assert q.results([job_id]) == {job_id: {"label": "1"}}
     time.sleep(2.1)
     assert q.results([job_id]) == {}
+
+
+def test_a_fill_window_longer_than_the_lease_keeps_its_jobs(queue_url):
+    q = open_queue(queue_url, lease_s=0.3, max_deliveries=2)
+    first = q.put(b"first")
+    late = []
+    timer = threading.Timer(0.8, lambda: late.append(q.put(b"late")))
+    timer.start()
+    batch = q.claim("w1", max_jobs=2, max_delay_ms=1500, block_ms=200)  # the window spans five leases
+    timer.join()
+    assert [j.id for j in batch] == [first, late[0]]
+    assert [j.deliveries for j in batch] == [1, 1]
+    assert q.claim("w2", max_jobs=2, max_delay_ms=0, block_ms=50) == []  # still leased to w1

@@ -139,6 +139,7 @@ def test_a_poison_job_is_dead_lettered_and_its_status_says_why(queue_url, server
     status = requests.get(f"{api}/v1/jobs/{poison}", timeout=10).json()
     assert status["status"] == "failed" and "bad_image" in status["error"] and status["deliveries"] == 2
     assert [d["id"] for d in queue.dead_letters()] == [poison]
+    assert queue.results([poison])[poison]["failed"]  # a waiting client learns of the failure at once
     wait_until(lambda: queue.status(good)["status"] == "done", what="the good job")
     assert requests.post(f"{api}/v1/predict", data=digit_png(2), timeout=60).status_code == 200  # still serving
 
