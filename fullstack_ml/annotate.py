@@ -6,14 +6,14 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/annotate.html.md"""
 
 # %% auto #0
 __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMENT_PRIORITY', 'CONSENSUS_COLUMNS', 'MIME_TYPES',
-           'ensure_project', 'get_project', 'enqueue', 'LeaseLost', 'claim', 'heartbeat', 'release', 'submit', 'skip',
-           'undo', 'import_weak_labels', 'read_labels_file', 'import_labels', 'annotation_history', 'current_labels',
-           'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa', 'agreement', 'review_queue', 'review',
-           'annotator_stats', 'status', 'hotkeys', 'item_payloads', 'AnnotationSession', 'labelling_widget',
-           'annotation_app', 'voila_command', 'annotate_cli', 'app_command', 'status_command', 'export_command',
-           'import_command', 'plot_classes', 'run_annotate']
+           'ensure_project', 'get_project', 'enqueue', 'LeaseLost', 'claim', 'heartbeat', 'release', 'submit',
+           'submit_and_claim', 'skip', 'undo', 'import_weak_labels', 'read_labels_file', 'import_labels',
+           'annotation_history', 'current_labels', 'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa',
+           'agreement', 'review_queue', 'review', 'annotator_stats', 'status', 'hotkeys', 'item_payloads',
+           'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
+           'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #96ea2b6b
+# %% ../nbs/01_annotate.ipynb #e0242a8c
 import base64
 import csv
 import io
@@ -22,9 +22,15 @@ import os
 import random
 import sys
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qs
+
+try:
+    import fcntl  # file locks that queue SQLite writers (POSIX)
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 import click
 import pandas as pd
@@ -36,7 +42,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #5cf292c4
+# %% ../nbs/01_annotate.ipynb #27cae477
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -77,8 +83,9 @@ def get_project(engine: Engine, name: str) -> dict:
         _projects[key] = dict(name=row["name"], labels=list(row["labels"]), overlap=row["overlap"])
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #d6fac7dc
-_undos = annotations.alias("undos")
+# %% ../nbs/01_annotate.ipynb #5aaeed1b
+_project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
+_undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
 
 def _not_undone(rows=annotations):
@@ -86,23 +93,44 @@ def _not_undone(rows=annotations):
     return ~sa.exists().where(_undos.c.item_id == rows.c.item_id, _undos.c.kind == "undo", _undos.c.undoes == rows.c.id)
 
 
-def _human_count(project: str, item_column):
-    "SQL: how many distinct people have a current label on the item in `item_column`."
-    a = annotations.alias("counted")
-    return (sa.select(sa.func.count(sa.distinct(a.c.annotator)))
-            .where(a.c.item_id == item_column, a.c.project == project, a.c.kind.in_(HUMAN_KINDS), _not_undone(a))
+def _human_count(item_column):
+    "SQL: how many distinct people have a current label, in project :p_project, on the item in `item_column`."
+    return (sa.select(sa.func.count(sa.distinct(_counted.c.annotator)))
+            .where(_counted.c.item_id == item_column, _counted.c.project == _project,
+                   _counted.c.kind.in_(HUMAN_KINDS), _not_undone(_counted))
             .scalar_subquery())
 
 
-def _lease_count(project: str, item_column, at: float, annotator: str | None = None):
-    "SQL: how many live leases (other than `annotator`'s) hold the item in `item_column`."
-    held = leases.alias("held")
-    where = [held.c.project == project, held.c.item_id == item_column, held.c.expires_at > at]
-    if annotator is not None:
-        where.append(held.c.annotator != annotator)
+def _lease_count(item_column, except_annotator: bool = False):
+    "SQL: how many leases live at :p_at hold the item in `item_column` (not counting :p_annotator's)."
+    where = [_held.c.project == _project, _held.c.item_id == item_column, _held.c.expires_at > _at]
+    if except_annotator:
+        where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #345abd1b
+# %% ../nbs/01_annotate.ipynb #0a26e129
+_lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
+
+
+@contextmanager
+def _queue_transaction(engine: Engine):
+    "`write_transaction`, with SQLite writers on this machine waiting in line on a file lock instead of polling."
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if fcntl is None or not database or database == ":memory:":
+        with write_transaction(engine) as conn:
+            yield conn
+        return
+    key = (os.getpid(), database + ".writers.lock")
+    if key not in _lock_files:
+        _lock_files[key] = open(key[1], "a")
+    fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
+    try:
+        with write_transaction(engine) as conn:
+            yield conn
+    finally:
+        fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
+
+# %% ../nbs/01_annotate.ipynb #dc747e99
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -120,7 +148,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #e1d4a8fa
+# %% ../nbs/01_annotate.ipynb #168e626f
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -133,7 +161,7 @@ def enqueue(
     overlap = int(overlap or get_project(engine, project)["overlap"])
     item_ids = list(dict.fromkeys(str(i) for i in item_ids))
     changed = 0
-    with write_transaction(engine) as conn:
+    with _queue_transaction(engine) as conn:
         known = set()
         for chunk in _chunks(item_ids):
             known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
@@ -167,31 +195,70 @@ def enqueue(
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #abe22db3
+# %% ../nbs/01_annotate.ipynb #98eb2fe4
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
 
-def _eligible(project: str, annotator: str, at: float):
-    "SQL conditions: a task row `annotator` may claim at time `at`."
-    mine = annotations.alias("mine")
-    own_lease = leases.alias("own_lease")
-    return [
-        tasks.c.project == project,
-        ~sa.exists().where(mine.c.item_id == tasks.c.item_id, mine.c.project == project,
-                           mine.c.annotator == annotator),
-        ~sa.exists().where(own_lease.c.project == project, own_lease.c.item_id == tasks.c.item_id,
-                           own_lease.c.annotator == annotator, own_lease.c.expires_at > at),
-        _human_count(project, tasks.c.item_id) + _lease_count(project, tasks.c.item_id, at) < tasks.c.overlap,
-    ]
+_mine, _own = annotations.alias("mine"), leases.alias("own_lease")
+_ELIGIBLE = [  # a task row :p_annotator may claim at :p_at
+    tasks.c.project == _project,
+    ~sa.exists().where(_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project, _mine.c.annotator == _annotator),
+    ~sa.exists().where(_own.c.project == _project, _own.c.item_id == tasks.c.item_id, _own.c.annotator == _annotator,
+                       _own.c.expires_at > _at),
+    _human_count(tasks.c.item_id) + _lease_count(tasks.c.item_id) < tasks.c.overlap,
+]
+_ORDER = (tasks.c.priority.desc(), tasks.c.rank.desc())  # walks the index ix_tasks_order backwards
+_SHARES = {False: [], True: [tasks.c.priority <= 0]}  # explore: only the unflagged rest, in random order
+_CANDIDATES = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE, *where).order_by(*_ORDER)
+               .limit(sa.bindparam("p_need")) for explore, where in _SHARES.items()}
+_CANDIDATES_LOCKED = {explore: query.with_for_update(skip_locked=True, of=tasks) for explore, query in _CANDIDATES.items()}
+_RECHECK = sa.select(tasks.c.item_id).where(*_ELIGIBLE, tasks.c.item_id.in_(sa.bindparam("p_ids", expanding=True))
+                                            ).order_by(*_ORDER).limit(sa.bindparam("p_need"))
+_OWN_LEASES = (sa.select(leases.c.item_id).where(leases.c.project == _project, leases.c.annotator == _annotator,
+                                                 leases.c.expires_at > _at).order_by(leases.c.created_at, leases.c.item_id))
+_RENEW = (leases.update().where(leases.c.project == _project, leases.c.annotator == _annotator, leases.c.expires_at > _at)
+          .values(expires_at=sa.bindparam("p_until")))
 
 
-def _own_leases(conn, project: str, annotator: str, at: float) -> list:
-    return list(conn.execute(sa.select(leases.c.item_id).where(
-        leases.c.project == project, leases.c.annotator == annotator, leases.c.expires_at > at)
-        .order_by(leases.c.created_at, leases.c.item_id)).scalars())
+@cache
+def _upsert_lease(dialect: str):
+    "INSERT a lease, or renew the annotator's old (expired) one on the same item: SQLite and PostgreSQL agree."
+    from sqlalchemy.dialects import postgresql, sqlite
 
-# %% ../nbs/01_annotate.ipynb #e74d73b3
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(leases)
+    return insert.on_conflict_do_update(index_elements=[leases.c.project, leases.c.item_id, leases.c.annotator],
+                                        set_=dict(expires_at=insert.excluded.expires_at,
+                                                  created_at=insert.excluded.created_at))
+
+# %% ../nbs/01_annotate.ipynb #a91b4a1a
+def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
+    "Claim inside an open write transaction (see `claim`)."
+    at = now()
+    params = dict(p_project=project, p_annotator=annotator, p_at=at)
+    held = list(conn.execute(_OWN_LEASES, params).scalars())
+    if held:
+        conn.execute(_RENEW, dict(params, p_until=at + lease_seconds))
+    need = n - len(held)
+    if need <= 0:
+        return held
+    fresh = []
+    for explore_now in ([True, False] if random.random() < explore else [False]):  # the rest first, now and then
+        if is_postgres(engine):
+            locked = list(conn.execute(_CANDIDATES_LOCKED[explore_now], dict(params, p_need=2 * need)).scalars())
+            # a fresh statement sees claims that committed while our first snapshot was taken
+            fresh = list(conn.execute(_RECHECK, dict(params, p_at=now(), p_ids=locked, p_need=need)).scalars())
+        else:
+            fresh = list(conn.execute(_CANDIDATES[explore_now], dict(params, p_need=need)).scalars())
+        if fresh:
+            break
+    if fresh:
+        conn.execute(_upsert_lease(engine.dialect.name), [dict(project=project, item_id=i, annotator=annotator,
+                                                               expires_at=at + lease_seconds, created_at=at)
+                                                          for i in fresh])
+    return held + fresh
+
+
 def claim(
     engine: Engine,
     project: str,
@@ -201,41 +268,17 @@ def claim(
     explore: float = 0.1,  # share of claims that ignore priority (keeps the labelled set representative)
 ) -> list:
     "Lease up to `n` items to `annotator`: their live leases first, then the queue's best; return the ids."
-    at = now()
-    with write_transaction(engine) as conn:
-        held = _own_leases(conn, project, annotator, at)
-        need = n - len(held)
-        if need > 0:
-            order = [tasks.c.rank.desc()] if random.random() < explore else [tasks.c.priority.desc(),
-                                                                             tasks.c.rank.desc()]
-            query = sa.select(tasks.c.item_id).where(*_eligible(project, annotator, at)).order_by(*order)
-            if is_postgres(engine):
-                locked = conn.execute(query.limit(need * 2).with_for_update(skip_locked=True, of=tasks)).scalars()
-                # a fresh statement sees claims that committed while our first snapshot was taken
-                recheck = sa.select(tasks.c.item_id).where(*_eligible(project, annotator, now()),
-                                                           tasks.c.item_id.in_(list(locked)))
-                fresh = list(conn.execute(recheck.order_by(*order).limit(need)).scalars())
-            else:
-                fresh = list(conn.execute(query.limit(need)).scalars())
-            if fresh:
-                conn.execute(leases.delete().where(leases.c.project == project, leases.c.item_id.in_(fresh),
-                                                   sa.or_(leases.c.annotator == annotator, leases.c.expires_at <= at)))
-                conn.execute(leases.insert(), [dict(project=project, item_id=i, annotator=annotator,
-                                                    expires_at=at + lease_seconds, created_at=at) for i in fresh])
-            held += fresh
-        if held:
-            conn.execute(leases.update().where(leases.c.project == project, leases.c.annotator == annotator,
-                                               leases.c.item_id.in_(held)).values(expires_at=at + lease_seconds))
-    return held
+    with _queue_transaction(engine) as conn:
+        return _claim(conn, engine, project, annotator, n, lease_seconds, explore)
 
 
 def heartbeat(engine: Engine, project: str, annotator: str, lease_seconds: float = LEASE_SECONDS) -> list:
     "Renew `annotator`'s live leases; return the ids still held (an expired lease is not revived)."
     at = now()
-    with write_transaction(engine) as conn:
-        conn.execute(leases.update().where(leases.c.project == project, leases.c.annotator == annotator,
-                                           leases.c.expires_at > at).values(expires_at=at + lease_seconds))
-        return _own_leases(conn, project, annotator, at)
+    params = dict(p_project=project, p_annotator=annotator, p_at=at)
+    with _queue_transaction(engine) as conn:
+        conn.execute(_RENEW, dict(params, p_until=at + lease_seconds))
+        return list(conn.execute(_OWN_LEASES, params).scalars())
 
 
 def release(engine: Engine, project: str, annotator: str, item_ids: list | None = None) -> int:
@@ -243,10 +286,10 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     where = [leases.c.project == project, leases.c.annotator == annotator]
     if item_ids is not None:
         where.append(leases.c.item_id.in_(list(item_ids)))
-    with write_transaction(engine) as conn:
+    with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #4af1a86c
+# %% ../nbs/01_annotate.ipynb #ab5dd34e
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -254,23 +297,61 @@ def _check_label(engine: Engine, project: str, label) -> str:
     return str(label)
 
 
+_TASK = sa.select(tasks.c.overlap, tasks.c.priority, tasks.c.reason, tasks.c.rank).where(
+    tasks.c.project == _project, tasks.c.item_id == _item)
+_TASK_LOCKED = _TASK.with_for_update()
+_by_me, _my_lease = annotations.alias("by_me"), leases.alias("my_lease")
+_task_row = sa.select(sa.literal(1).label("one")).subquery("one_row").outerjoin(
+    tasks, sa.and_(tasks.c.project == _project, tasks.c.item_id == _item))
+_SUBMIT_CHECKS = sa.select(  # may :p_annotator label :p_item now? (with the task's row, if queued)
+    tasks.c.overlap, tasks.c.priority, tasks.c.reason, tasks.c.rank,
+    sa.exists().where(_by_me.c.project == _project, _by_me.c.item_id == _item, _by_me.c.annotator == _annotator,
+                      _by_me.c.kind.in_(HUMAN_KINDS), _not_undone(_by_me)).label("labelled_before"),
+    _human_count(_item).label("labelled"),
+    sa.exists().where(_my_lease.c.project == _project, _my_lease.c.item_id == _item,
+                      _my_lease.c.annotator == _annotator, _my_lease.c.expires_at > _at).label("leased"),
+    _lease_count(_item, except_annotator=True).label("others"),
+).select_from(_task_row)
+_DELETE_TASK = tasks.delete().where(tasks.c.project == _project, tasks.c.item_id == _item)
+_RAISE_PRIORITY = tasks.update().where(tasks.c.project == _project, tasks.c.item_id == _item).values(
+    priority=DISAGREEMENT_PRIORITY)
+_DROP_LEASE = leases.delete().where(leases.c.project == _project, leases.c.item_id == _item,
+                                    leases.c.annotator == _annotator)
+_WEAK_LABEL = sa.select(items.c.weak_label).where(items.c.id == _item)
+
+
 def _lock_task(conn, engine: Engine, project: str, item_id: str):
-    query = sa.select(tasks).where(tasks.c.project == project, tasks.c.item_id == item_id)
-    return conn.execute(query.with_for_update() if is_postgres(engine) else query).first()
+    "The item's task row (None when it is not queued), locked on PostgreSQL."
+    return conn.execute(_TASK_LOCKED if is_postgres(engine) else _TASK, dict(p_project=project, p_item=item_id)).first()
 
+# %% ../nbs/01_annotate.ipynb #85374551
+def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
+    "Submit inside an open write transaction (see `submit`); `label` is already checked."
+    at = now()
+    meta = dict(meta or {})
+    params = dict(p_project=project, p_item=item_id, p_annotator=annotator, p_at=at)
+    if is_postgres(engine):
+        _lock_task(conn, engine, project, item_id)  # claims skip it, submits wait, until we commit
+    check = conn.execute(_SUBMIT_CHECKS, params).one()
+    task = check if check.overlap is not None else None
+    if check.labelled_before:
+        raise LeaseLost(f"{annotator!r} already labelled item {item_id[:12]}; undo it first to relabel")
+    if not check.leased and (task is None or check.labelled + check.others >= task.overlap):
+        raise LeaseLost(f"item {item_id[:12]} is no longer leased to {annotator!r} and has no free slot "
+                        "(the lease expired and someone else took it); claim the next item")
+    if task is not None and check.labelled + 1 >= task.overlap:
+        meta["task"] = dict(overlap=task.overlap, priority=task.priority, reason=task.reason, rank=task.rank)
+        conn.execute(_DELETE_TASK, params)
+    elif task is not None and task.priority < DISAGREEMENT_PRIORITY:
+        weak = conn.execute(_WEAK_LABEL, params).scalar()
+        if weak is not None and weak != label:  # a human contradicts the caption: get the other opinions soon
+            conn.execute(_RAISE_PRIORITY, params)
+    conn.execute(_DROP_LEASE, params)
+    return conn.execute(annotations.insert(), dict(
+        project=project, item_id=item_id, annotator=annotator, kind="label", label=label, seconds=seconds,
+        created_at=at, meta=meta or None)).inserted_primary_key[0]
 
-def _has_live_lease(conn, project: str, item_id: str, annotator: str, at: float) -> bool:
-    return conn.execute(sa.select(sa.func.count()).where(
-        leases.c.project == project, leases.c.item_id == item_id, leases.c.annotator == annotator,
-        leases.c.expires_at > at)).scalar() > 0
-
-
-def _current_label_of(conn, project: str, item_id: str, annotator: str):
-    return conn.execute(sa.select(annotations.c.id).where(
-        annotations.c.project == project, annotations.c.item_id == item_id, annotations.c.annotator == annotator,
-        annotations.c.kind.in_(HUMAN_KINDS), _not_undone())).first()
-
-# %% ../nbs/01_annotate.ipynb #90699421
+# %% ../nbs/01_annotate.ipynb #1afe63f5
 def submit(
     engine: Engine,
     project: str,
@@ -282,43 +363,29 @@ def submit(
 ) -> int:
     "Record `annotator`'s label for an item and drop their lease; return the annotation's id."
     label = _check_label(engine, project, label)
-    at = now()
-    meta = dict(meta or {})
-    with write_transaction(engine) as conn:
-        task = _lock_task(conn, engine, project, item_id)
-        if _current_label_of(conn, project, item_id, annotator) is not None:
-            raise LeaseLost(f"{annotator!r} already labelled item {item_id[:12]}; undo it first to relabel")
-        labelled = conn.execute(sa.select(_human_count(project, sa.literal(item_id)))).scalar()
-        if not _has_live_lease(conn, project, item_id, annotator, at):
-            others = conn.execute(sa.select(_lease_count(project, sa.literal(item_id), at, annotator))).scalar()
-            if task is None or labelled + others >= task.overlap:
-                raise LeaseLost(f"item {item_id[:12]} is no longer leased to {annotator!r} and has no free slot "
-                                "(the lease expired and someone else took it); claim the next item")
-        if task is not None and labelled + 1 >= task.overlap:
-            meta["task"] = dict(overlap=task.overlap, priority=task.priority, reason=task.reason, rank=task.rank)
-            conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == item_id))
-        elif task is not None and task.priority < DISAGREEMENT_PRIORITY:
-            weak = conn.execute(sa.select(items.c.weak_label).where(items.c.id == item_id)).scalar()
-            if weak is not None and weak != label:  # a human contradicts the caption: get the other opinions soon
-                conn.execute(tasks.update().where(tasks.c.project == project, tasks.c.item_id == item_id)
-                             .values(priority=DISAGREEMENT_PRIORITY))
-        conn.execute(leases.delete().where(leases.c.project == project, leases.c.item_id == item_id,
-                                           leases.c.annotator == annotator))
-        return conn.execute(annotations.insert().values(
-            project=project, item_id=item_id, annotator=annotator, kind="label", label=label, seconds=seconds,
-            created_at=at, meta=meta or None)).inserted_primary_key[0]
+    with _queue_transaction(engine) as conn:
+        return _submit(conn, engine, project, item_id, annotator, label, seconds, meta)
+
+
+def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str, label: str,
+                     seconds: float | None = None, n: int = 1, lease_seconds: float = LEASE_SECONDS,
+                     explore: float = 0.1) -> tuple:
+    "Submit a label and top the annotator's leases back up to `n`, in one transaction: (annotation id, held ids)."
+    label = _check_label(engine, project, label)
+    with _queue_transaction(engine) as conn:
+        annotation_id = _submit(conn, engine, project, item_id, annotator, label, seconds, None)
+        return annotation_id, _claim(conn, engine, project, annotator, n, lease_seconds, explore)
 
 
 def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: float | None = None) -> int:
     "Record that `annotator` skipped an item (they will not get it again) and drop their lease."
-    with write_transaction(engine) as conn:
-        conn.execute(leases.delete().where(leases.c.project == project, leases.c.item_id == item_id,
-                                           leases.c.annotator == annotator))
-        return conn.execute(annotations.insert().values(
+    with _queue_transaction(engine) as conn:
+        conn.execute(_DROP_LEASE, dict(p_project=project, p_item=item_id, p_annotator=annotator))
+        return conn.execute(annotations.insert(), dict(
             project=project, item_id=item_id, annotator=annotator, kind="skip", seconds=seconds,
             created_at=now())).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #765bb13a
+# %% ../nbs/01_annotate.ipynb #d153716c
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -340,7 +407,7 @@ def undo(
 ) -> str | None:
     "Cancel `annotator`'s latest label or skip (with an `undo` row); lease the item back; return its id."
     at = now()
-    with write_transaction(engine) as conn:
+    with _queue_transaction(engine) as conn:
         where = [annotations.c.project == project, annotations.c.annotator == annotator,
                  annotations.c.kind.in_(("label", "skip")), _not_undone()]
         if item_id is not None:
@@ -353,17 +420,16 @@ def undo(
                                                  kind="undo", undoes=last.id, created_at=at))
         if last.kind == "label":
             _reopen_task(conn, engine, project, last.item_id)
-        conn.execute(leases.delete().where(leases.c.project == project, leases.c.item_id == last.item_id,
-                                           leases.c.annotator == annotator))
-        conn.execute(leases.insert().values(project=project, item_id=last.item_id, annotator=annotator,
-                                            expires_at=at + lease_seconds, created_at=at))
+        conn.execute(_upsert_lease(engine.dialect.name), dict(project=project, item_id=last.item_id,
+                                                              annotator=annotator, expires_at=at + lease_seconds,
+                                                              created_at=at))
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #cf696b24
+# %% ../nbs/01_annotate.ipynb #eeb0ea47
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
-    with write_transaction(engine) as conn:
+    with _queue_transaction(engine) as conn:
         done = set(conn.execute(sa.select(annotations.c.item_id).where(
             annotations.c.project == project, annotations.c.kind == "weak")).scalars())
         rows = conn.execute(sa.select(items.c.id, items.c.weak_label, items.c.weak_label_source)
@@ -393,7 +459,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #7d093642
+# %% ../nbs/01_annotate.ipynb #a1ef0532
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -403,7 +469,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
         raise ValueError(f"{len(bad)} label(s) in {Path(path).name} are not in project {project!r} "
                          f"(e.g. {bad[0]!r}); expected one of {labels}")
     ids = list(dict.fromkeys(str(row["item"]) for row in rows))
-    with write_transaction(engine) as conn:
+    with _queue_transaction(engine) as conn:
         known = set()
         for chunk in _chunks(ids):
             known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
@@ -422,7 +488,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #8bc4ba3b
+# %% ../nbs/01_annotate.ipynb #8b1f27e3
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -450,7 +516,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #5aa1fe1f
+# %% ../nbs/01_annotate.ipynb #60ffcfd3
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -483,7 +549,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #4649f806
+# %% ../nbs/01_annotate.ipynb #cf782ad3
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -510,7 +576,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #e0466063
+# %% ../nbs/01_annotate.ipynb #f1c68cc4
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -539,12 +605,12 @@ def review_queue(engine: Engine, project: str = "digits") -> pd.DataFrame:
 def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str) -> int:
     "Record a reviewer's final decision on an item (it overrides the majority); return the annotation id."
     label = _check_label(engine, project, label)
-    with write_transaction(engine) as conn:
+    with _queue_transaction(engine) as conn:
         return conn.execute(annotations.insert().values(project=project, item_id=item_id, annotator=reviewer,
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #001d05ce
+# %% ../nbs/01_annotate.ipynb #5236de45
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -563,7 +629,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
                           agreement=None if agree is None else round(float(agree), 3)))
     return stats
 
-# %% ../nbs/01_annotate.ipynb #c850cbc0
+# %% ../nbs/01_annotate.ipynb #e91b8adc
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -582,7 +648,7 @@ def status(engine: Engine, project: str = "digits") -> dict:
                 annotators=annotator_stats(engine, project), kappa=kappa, cohen_kappa=agree["cohen_kappa"],
                 fleiss_kappa=agree["fleiss_kappa"], items_with_overlap=agree["items"])
 
-# %% ../nbs/01_annotate.ipynb #548551fd
+# %% ../nbs/01_annotate.ipynb #41b12ac6
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -608,7 +674,7 @@ def item_payloads(engine: Engine, store, item_ids: list) -> list:
                              hint=row.weak_label))
     return payloads
 
-# %% ../nbs/01_annotate.ipynb #36a7b3fe
+# %% ../nbs/01_annotate.ipynb #f5f8b85f
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -619,9 +685,10 @@ class AnnotationSession:
         self.prefetch, self.lease_seconds = prefetch, lease_seconds
         self.sent = set()  # item ids the page has (on screen or prefetched)
 
-    def top_up(self) -> None:
-        "Claim up to 1 + prefetch items and send the page those it does not have yet."
-        held = claim(self.engine, self.project, self.annotator, n=1 + self.prefetch, lease_seconds=self.lease_seconds)
+    def top_up(self, held: list | None = None) -> None:
+        "Claim up to 1 + prefetch items (unless just `held`) and send the page those it does not have yet."
+        if held is None:
+            held = claim(self.engine, self.project, self.annotator, 1 + self.prefetch, self.lease_seconds)
         new = [i for i in held if i not in self.sent]
         self.sent.update(new)
         with self.engine.connect() as conn:
@@ -634,15 +701,17 @@ class AnnotationSession:
         kind, item_id = message.get("type"), message.get("id")
         if kind == "ready":  # a (re)loaded page has nothing: send all that is leased to us
             self.sent = set()
-        elif kind in ("label", "skip"):
+        elif kind == "label":  # the common case: record it and claim the next item in one transaction
             self.sent.discard(item_id)
             try:
-                if kind == "label":
-                    submit(self.engine, self.project, item_id, self.annotator, message["label"], message.get("seconds"))
-                else:
-                    skip(self.engine, self.project, item_id, self.annotator, message.get("seconds"))
+                _, held = submit_and_claim(self.engine, self.project, item_id, self.annotator, message["label"],
+                                           message.get("seconds"), 1 + self.prefetch, self.lease_seconds)
+                return self.top_up(held)
             except LeaseLost as error:
                 self.send(dict(type="notice", text=str(error)))
+        elif kind == "skip":
+            self.sent.discard(item_id)
+            skip(self.engine, self.project, item_id, self.annotator, message.get("seconds"))
         elif kind == "undo":
             if undo(self.engine, self.project, self.annotator, item_id, self.lease_seconds) is None:
                 self.send(dict(type="notice", text="nothing to undo"))
@@ -654,7 +723,7 @@ class AnnotationSession:
             return
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #32a253b7
+# %% ../nbs/01_annotate.ipynb #d82d5d42
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -760,7 +829,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #c0a49f2d
+# %% ../nbs/01_annotate.ipynb #87ef23d4
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -780,7 +849,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #6c21ee01
+# %% ../nbs/01_annotate.ipynb #3a6d971e
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -799,7 +868,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #31bc47b8
+# %% ../nbs/01_annotate.ipynb #d9847e2e
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -825,7 +894,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #42e09a2c
+# %% ../nbs/01_annotate.ipynb #176593ae
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -841,7 +910,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #c9b479b9
+# %% ../nbs/01_annotate.ipynb #f84f8843
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -865,7 +934,7 @@ def app_command(port, host, project, cull_idle):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #db8480ed
+# %% ../nbs/01_annotate.ipynb #442e2a49
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -905,7 +974,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit(dict(imported=count, project=project), as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #b95830c8
+# %% ../nbs/01_annotate.ipynb #48b1e33d
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -922,7 +991,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #a346ddbb
+# %% ../nbs/01_annotate.ipynb #21b2d70e
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set
