@@ -6,13 +6,13 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/collect.html.md"""
 
 # %% auto #0
 __all__ = ['DEFAULT_PORTS', 'ROBOTS_AGENT', 'USER_AGENT', 'DISALLOW_ALL', 'RETRY_STATUSES', 'REDIRECT_STATUSES', 'NO_AI',
-           'LICENCE_META', 'DIGIT_WORDS', 'MAGIC', 'DEMO_LICENCE_URL', 'DEMO_NOISE', 'ITEM_FIELDS', 'normalize_url',
-           'host_of', 'robots_from_response', 'HostGate', 'Refused', 'retry_after_seconds', 'read_body', 'Page',
-           'parse_page', 'parse_weak_label', 'sniff_format', 'validate_image', 'NearDuplicates', 'Ledger',
-           'record_image', 'CrawlLimits', 'Crawler', 'allowed', 'fetch', 'fetch_page', 'fetch_image', 'schedule',
-           'handle', 'run_crawl', 'report', 'crawl', 'DemoGallery', 'build_demo_gallery', 'demo_truth', 'DemoSite',
-           'demo_site_command', 'collect_command', 'list_items', 'items_command', 'run_collect', 'show_items',
-           'show_refusals']
+           'LICENCE_META', 'DIGIT_WORDS', 'MAGIC', 'DEMO_LICENCE_URL', 'DEMO_PORT', 'DEMO_NOISE', 'ITEM_FIELDS',
+           'normalize_url', 'host_of', 'robots_from_response', 'HostGate', 'Refused', 'retry_after_seconds',
+           'read_body', 'Page', 'parse_page', 'parse_weak_label', 'sniff_format', 'validate_image', 'NearDuplicates',
+           'Ledger', 'record_image', 'CrawlLimits', 'Crawler', 'allowed', 'fetch', 'fetch_page', 'fetch_image',
+           'schedule', 'handle', 'run_crawl', 'report', 'crawl', 'DemoGallery', 'build_demo_gallery', 'demo_truth',
+           'DemoSite', 'demo_site_command', 'collect_command', 'list_items', 'items_command', 'run_collect',
+           'show_items', 'show_refusals']
 
 # %% ../nbs/00_collect.ipynb #f31851e8
 import io
@@ -680,6 +680,7 @@ def crawl(start_urls: list, limits: CrawlLimits | None = None, db_url: str | Non
 
 # %% ../nbs/00_collect.ipynb #2ad4c03a
 DEMO_LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/"
+DEMO_PORT = 8770  # where `fsml demo-site` and the pipeline serve the gallery unless told otherwise
 DEMO_NOISE = 0.08  # share of images whose alt text names a wrong digit
 
 
@@ -851,7 +852,7 @@ class DemoSite(ThreadingHTTPServer):
 
 # %% ../nbs/00_collect.ipynb #df47d261
 @click.command("demo-site")
-@click.option("--port", type=int, default=8770, show_default=True, help="port on 127.0.0.1 (0: any free one)")
+@click.option("--port", type=int, default=DEMO_PORT, show_default=True, help="port on 127.0.0.1 (0: any free one)")
 @click.option("--images", "n_images", type=int, default=1797, show_default=True, help="how many digits to show")
 def demo_site_command(port, n_images):
     "Serve the bundled offline digits gallery on loopback until interrupted."
@@ -920,7 +921,11 @@ def run_collect(start_urls: list | None = None, max_pages: int = 40, max_depth: 
                          per_host=concurrency)
     if start_urls:
         return crawl(start_urls, limits)
-    with DemoSite(0, demo_images) as site:
+    try:  # the usual port keeps source URLs stable, so a rerun on the same store is all 304s
+        site = DemoSite(DEMO_PORT, demo_images)
+    except OSError:  # taken (another demo site, another program): any free port will do
+        site = DemoSite(0, demo_images)
+    with site:
         result = crawl([site.url], limits)
     return dict(result, demo_site=True, demo_images=demo_images)
 
