@@ -38,7 +38,7 @@ def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out
 
     class Gallery(scrapy.Spider):
         name = "gallery"
-        start_urls = [url]
+        start_urls = (url,)
 
         def parse(self, response):
             stats["pages"] += 1
@@ -54,7 +54,7 @@ def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out
             data = response.body
             try:
                 Image.open(io.BytesIO(data)).load()
-            except Exception:
+            except (OSError, SyntaxError, ValueError):  # not an image, or a broken one
                 return
             name = hashlib.sha256(data).hexdigest()
             Path(out_dir, name).write_bytes(data)

@@ -14,14 +14,15 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
+from conftest import free_port, fsml, stop, wait_for_port
 from PIL import Image
 
-from conftest import free_port, fsml, stop, wait_for_port
 from fullstack_ml.collect import DemoSite, _digit_pixels, _png, crawl, demo_truth
 from fullstack_ml.store import blob_name, connect, fetches, get_blob, item_sources, items, open_files, sha256_hex
 
@@ -331,7 +332,7 @@ def test_crawl_delay_from_robots_is_honoured(tmp_path):
         starts = sorted(t for p, _, t in site.log if p != "/robots.txt")
         assert len(starts) == 4
         assert starts[-1] - starts[0] >= 3 * 0.3 - 0.05  # loose per gap: a loaded server logs late
-        assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.15
+        assert min(b - a for a, b in pairwise(starts)) >= 0.15
     finally:
         site.shutdown()
 
