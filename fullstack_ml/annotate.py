@@ -13,7 +13,7 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
            'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #e0242a8c
+# %% ../nbs/01_annotate.ipynb #6c87ce9e
 import base64
 import csv
 import io
@@ -42,7 +42,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #27cae477
+# %% ../nbs/01_annotate.ipynb #23e4f46f
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -83,7 +83,7 @@ def get_project(engine: Engine, name: str) -> dict:
         _projects[key] = dict(name=row["name"], labels=list(row["labels"]), overlap=row["overlap"])
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #5aaeed1b
+# %% ../nbs/01_annotate.ipynb #188cad96
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
 _undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
@@ -108,7 +108,7 @@ def _lease_count(item_column, except_annotator: bool = False):
         where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #0a26e129
+# %% ../nbs/01_annotate.ipynb #c1701c2e
 _lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
 
 
@@ -130,7 +130,7 @@ def _queue_transaction(engine: Engine):
     finally:
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
-# %% ../nbs/01_annotate.ipynb #dc747e99
+# %% ../nbs/01_annotate.ipynb #c3dbf233
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -148,7 +148,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #168e626f
+# %% ../nbs/01_annotate.ipynb #e5ac3293
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -195,7 +195,7 @@ def enqueue(
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #98eb2fe4
+# %% ../nbs/01_annotate.ipynb #db51ab94
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
@@ -231,7 +231,7 @@ def _upsert_lease(dialect: str):
                                         set_=dict(expires_at=insert.excluded.expires_at,
                                                   created_at=insert.excluded.created_at))
 
-# %% ../nbs/01_annotate.ipynb #a91b4a1a
+# %% ../nbs/01_annotate.ipynb #ab043bd5
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
     "Claim inside an open write transaction (see `claim`)."
     at = now()
@@ -289,7 +289,7 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #ab5dd34e
+# %% ../nbs/01_annotate.ipynb #2b706415
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -324,7 +324,7 @@ def _lock_task(conn, engine: Engine, project: str, item_id: str):
     "The item's task row (None when it is not queued), locked on PostgreSQL."
     return conn.execute(_TASK_LOCKED if is_postgres(engine) else _TASK, dict(p_project=project, p_item=item_id)).first()
 
-# %% ../nbs/01_annotate.ipynb #85374551
+# %% ../nbs/01_annotate.ipynb #4989b6f2
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
@@ -351,7 +351,7 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
         project=project, item_id=item_id, annotator=annotator, kind="label", label=label, seconds=seconds,
         created_at=at, meta=meta or None)).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #1afe63f5
+# %% ../nbs/01_annotate.ipynb #e2c73b33
 def submit(
     engine: Engine,
     project: str,
@@ -385,7 +385,7 @@ def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: fl
             project=project, item_id=item_id, annotator=annotator, kind="skip", seconds=seconds,
             created_at=now())).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #d153716c
+# %% ../nbs/01_annotate.ipynb #fa38c756
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -425,7 +425,7 @@ def undo(
                                                               created_at=at))
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #eeb0ea47
+# %% ../nbs/01_annotate.ipynb #6031e858
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
@@ -459,7 +459,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #a1ef0532
+# %% ../nbs/01_annotate.ipynb #28f4c73a
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -488,7 +488,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #8b1f27e3
+# %% ../nbs/01_annotate.ipynb #cb4e946d
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -516,7 +516,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #60ffcfd3
+# %% ../nbs/01_annotate.ipynb #a9837006
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -549,7 +549,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #cf782ad3
+# %% ../nbs/01_annotate.ipynb #d7b2500d
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -576,7 +576,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #f1c68cc4
+# %% ../nbs/01_annotate.ipynb #853b3f7e
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -610,7 +610,7 @@ def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #5236de45
+# %% ../nbs/01_annotate.ipynb #3dc2dcbd
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -629,7 +629,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
                           agreement=None if agree is None else round(float(agree), 3)))
     return stats
 
-# %% ../nbs/01_annotate.ipynb #e91b8adc
+# %% ../nbs/01_annotate.ipynb #7b7305d6
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -648,7 +648,7 @@ def status(engine: Engine, project: str = "digits") -> dict:
                 annotators=annotator_stats(engine, project), kappa=kappa, cohen_kappa=agree["cohen_kappa"],
                 fleiss_kappa=agree["fleiss_kappa"], items_with_overlap=agree["items"])
 
-# %% ../nbs/01_annotate.ipynb #41b12ac6
+# %% ../nbs/01_annotate.ipynb #b9c1b6dd
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -674,7 +674,7 @@ def item_payloads(engine: Engine, store, item_ids: list) -> list:
                              hint=row.weak_label))
     return payloads
 
-# %% ../nbs/01_annotate.ipynb #f5f8b85f
+# %% ../nbs/01_annotate.ipynb #ef15d027
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -723,7 +723,7 @@ class AnnotationSession:
             return
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #d82d5d42
+# %% ../nbs/01_annotate.ipynb #10cb596e
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -829,7 +829,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #87ef23d4
+# %% ../nbs/01_annotate.ipynb #5d7c71a9
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -849,7 +849,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #3a6d971e
+# %% ../nbs/01_annotate.ipynb #7f068c3a
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -868,7 +868,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #d9847e2e
+# %% ../nbs/01_annotate.ipynb #5a32ab3e
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -894,7 +894,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #176593ae
+# %% ../nbs/01_annotate.ipynb #9480f708
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -910,7 +910,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #f84f8843
+# %% ../nbs/01_annotate.ipynb #60bce9f2
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -934,7 +934,7 @@ def app_command(port, host, project, cull_idle):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #442e2a49
+# %% ../nbs/01_annotate.ipynb #7b2b099f
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -974,7 +974,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit(dict(imported=count, project=project), as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #48b1e33d
+# %% ../nbs/01_annotate.ipynb #060980b4
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -991,7 +991,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #21b2d70e
+# %% ../nbs/01_annotate.ipynb #85b8b56b
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set
