@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_manifest', 'version_id', 'validate', 'class_balance',
            'balance_warnings', 'latest_version', 'snapshot', 'resolve_version', 'read_manifest', 'describe',
-           'list_versions', 'diff', 'add_digit_items', 'ItemDataset', 'VersionedDataset', 'load', 'export_imagefolder',
-           'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command',
-           'plot_balance', 'run_datasets']
+           'list_versions', 'diff', 'add_digit_items', 'ItemDataset', 'BatchOrder', 'TensorBatches', 'VersionedDataset',
+           'load', 'export_imagefolder', 'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command',
+           'show_command', 'diff_command', 'plot_balance', 'run_datasets']
 
-# %% ../nbs/01a_datasets.ipynb #c77db849
+# %% ../nbs/01a_datasets.ipynb #6d10a22d
 import hashlib
 import io
 import json
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .model import LABELS, Preprocessing
 from .settings import get_settings
@@ -31,7 +31,7 @@ from fullstack_ml.store import (
     annotations, connect, dataset_versions, get_blob, items, now, open_files, put_blob, tasks, write_transaction,
 )
 
-# %% ../nbs/01a_datasets.ipynb #255aff64
+# %% ../nbs/01a_datasets.ipynb #9f051d5e
 SPLITS = {"train": 0.7, "valid": 0.15, "test": 0.15}  # split -> share of items (by group)
 MANIFEST_COLUMNS = ["item_id", "label", "split", "source", "agreement", "group_id"]
 
@@ -46,7 +46,7 @@ def split_of(key: str, splits: dict = SPLITS) -> str:
             return name
     return name
 
-# %% ../nbs/01a_datasets.ipynb #a779f209
+# %% ../nbs/01a_datasets.ipynb #8ebe22a3
 def project_items(engine, project: str) -> pd.DataFrame:
     "Every item a project has queued or labelled, with its near-duplicate group: columns item_id, group_id."
     in_project = sa.union(sa.select(tasks.c.item_id).where(tasks.c.project == project),
@@ -73,7 +73,7 @@ def version_id(manifest: pd.DataFrame) -> str:
     lines = [f"{item}\t{label}\t{split}" for item, label, split in zip(rows.item_id, rows.label, rows.split)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
-# %% ../nbs/01a_datasets.ipynb #38d668c5
+# %% ../nbs/01a_datasets.ipynb #0298a28f
 def validate(manifest: pd.DataFrame, label_set: list, parent: pd.DataFrame | None = None) -> list[str]:
     "Every problem that makes `manifest` unfit to train on, as sentences (empty when it is fine)."
     problems = []
@@ -98,7 +98,7 @@ def validate(manifest: pd.DataFrame, label_set: list, parent: pd.DataFrame | Non
                             f"{moved.split.iloc[0]}): check their near-duplicate groups")
     return problems
 
-# %% ../nbs/01a_datasets.ipynb #4584272d
+# %% ../nbs/01a_datasets.ipynb #02ae1ae8
 def class_balance(manifest: pd.DataFrame, label_set: list) -> pd.DataFrame:
     "Items per label (rows, in label-set order) and split (columns), with a total column."
     table = pd.crosstab(manifest.label, manifest.split).reindex(index=label_set, columns=list(SPLITS), fill_value=0)
@@ -116,7 +116,7 @@ def balance_warnings(table: pd.DataFrame, max_ratio: float = 3.0) -> list[str]:
                         f"{totals.idxmin()!r} only {totals.min()}")
     return warnings
 
-# %% ../nbs/01a_datasets.ipynb #02c23a18
+# %% ../nbs/01a_datasets.ipynb #cd3ac86c
 def _counts(manifest: pd.DataFrame) -> dict:
     return {"items": int(len(manifest)),
             "split": {s: int((manifest.split == s).sum()) for s in SPLITS},
@@ -139,7 +139,7 @@ def latest_version(engine=None, project: str | None = None) -> str | None:
     rows = _versions(engine or connect(), project)
     return rows[0]["id"] if rows else None
 
-# %% ../nbs/01a_datasets.ipynb #17cad013
+# %% ../nbs/01a_datasets.ipynb #e5c3d1ad
 def snapshot(
     engine=None,  # database (default: from the settings)
     store=None,  # file store (default: from the settings)
@@ -179,7 +179,7 @@ def snapshot(
                                                       created_at=now(), meta=meta))
     return version
 
-# %% ../nbs/01a_datasets.ipynb #f16f7d3a
+# %% ../nbs/01a_datasets.ipynb #60a2dadc
 def resolve_version(version: str | None, engine=None) -> dict:
     "The version row for an id, a unique id prefix, `latest` or None (latest); a clear error otherwise."
     rows = _versions(engine or connect())
@@ -216,7 +216,7 @@ def list_versions(engine=None) -> list[dict]:
     engine = engine or connect()
     return [describe(row["id"], engine) for row in _versions(engine)]
 
-# %% ../nbs/01a_datasets.ipynb #aac80159
+# %% ../nbs/01a_datasets.ipynb #8364869b
 def diff(a: str, b: str, engine=None, store=None) -> dict:
     "What changed from version `a` to `b`: item ids added, removed, relabelled and moved between splits."
     old = read_manifest(a, engine, store).set_index("item_id")
@@ -228,7 +228,7 @@ def diff(a: str, b: str, engine=None, store=None) -> dict:
             "relabelled": sorted(both[old.loc[both, "label"] != new.loc[both, "label"]]),
             "moved": sorted(both[old.loc[both, "split"] != new.loc[both, "split"]])}
 
-# %% ../nbs/01a_datasets.ipynb #a98a44b0
+# %% ../nbs/01a_datasets.ipynb #32acc33e
 def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:
     "Store scikit-learn digits `indices` as 64x64 PNG items with weak labels; return their ids (tests, demos)."
     from PIL import Image
@@ -253,7 +253,7 @@ def add_digit_items(engine, store, indices, weak_labels: list | None = None, gro
             conn.execute(items.insert(), new)
     return ids
 
-# %% ../nbs/01a_datasets.ipynb #91c4db6e
+# %% ../nbs/01a_datasets.ipynb #16a4ca36
 class ItemDataset(Dataset):
     "One split of a dataset version: preprocessed images (n, 1, h, w), label indices (n,), item ids."
 
@@ -269,7 +269,7 @@ class ItemDataset(Dataset):
             index = torch.as_tensor(index)
         return self.images[index], self.targets[index]
 
-# %% ../nbs/01a_datasets.ipynb #27555fbf
+# %% ../nbs/01a_datasets.ipynb #41e3d7c0
 def _decode_all(manifest: pd.DataFrame, store, preprocessing: Preprocessing) -> torch.Tensor:
     "Every manifest image through `preprocessing`, in manifest order: (n, 1, size, size)."
     size = preprocessing.image_size
@@ -298,7 +298,44 @@ def _cached_images(version: str, manifest: pd.DataFrame, store, preprocessing: P
     temp.replace(path)
     return images
 
-# %% ../nbs/01a_datasets.ipynb #1b1d93e0
+# %% ../nbs/01a_datasets.ipynb #71e4a021
+class BatchOrder(Sampler):
+    "Positions of each batch as index tensors: a fresh seeded permutation per pass (or in order)."
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.passes)
+        order = torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
+        self.passes += 1
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
+def _as_is(batch):
+    return batch
+
+
+class TensorBatches:
+    "An iterable of (images, targets) batches of an `ItemDataset`, cut by a `BatchOrder`."
+
+    def __init__(self, dataset: "ItemDataset", order: BatchOrder):
+        self.dataset, self.order = dataset, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        images, targets = self.dataset.images, self.dataset.targets
+        for index in self.order:
+            yield images[index], targets[index]
+
+# %% ../nbs/01a_datasets.ipynb #292d6744
 class VersionedDataset:
     "A loaded dataset version: its manifest, label set and one `ItemDataset` per split."
 
@@ -319,20 +356,20 @@ class VersionedDataset:
         return self.splits[split]
 
     def dataloader(self, split: str, batch_size: int = 128, shuffle: bool | None = None, seed: int = 0,
-                   drop_last: bool = False) -> DataLoader:
-        "Batches (images, label indices) of `split`; shuffled (seeded) for train by default."
+                   drop_last: bool = False, num_workers: int = 0):
+        "Batches (images, label indices) of `split`; shuffled for train by default, reshuffled each pass."
         dataset = self.splits[split]
         shuffle = split == "train" if shuffle is None else shuffle
-        order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle \
-            else SequentialSampler(dataset)
-        # batch_size=None + a BatchSampler: the dataset gets a whole list of positions per batch
-        return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last))
+        order = BatchOrder(len(dataset), batch_size, shuffle, seed, drop_last)
+        if num_workers:  # batch_size=None: each worker call gets a whole batch of positions
+            return DataLoader(dataset, batch_size=None, sampler=order, num_workers=num_workers, collate_fn=_as_is)
+        return TensorBatches(dataset, order)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{name}={len(data)}" for name, data in self.splits.items())
         return f"VersionedDataset({self.version}, {sizes})"
 
-# %% ../nbs/01a_datasets.ipynb #3c370a33
+# %% ../nbs/01a_datasets.ipynb #ccd63b97
 def load(
     version: str | None = None,  # a version id (or unique prefix, or "latest"); default the latest
     engine=None,  # database (default: from the settings)
@@ -350,7 +387,7 @@ def load(
     labels = (row["meta"] or {}).get("labels") or LABELS
     return VersionedDataset(row["id"], row["parent"], manifest, labels, images, preprocessing)
 
-# %% ../nbs/01a_datasets.ipynb #0bb49eeb
+# %% ../nbs/01a_datasets.ipynb #011eec65
 def export_imagefolder(version: str | None, out_url: str, engine=None, store=None) -> int:
     "Write the version's images as `out_url/<split>/<label>/<item_id>.<ext>`; return how many."
     engine, store = engine or connect(), store or open_files()
@@ -375,7 +412,7 @@ def export_parquet(version: str | None, out_url: str, engine=None, store=None) -
         manifest.to_parquet(f, index=False)
     return len(manifest)
 
-# %% ../nbs/01a_datasets.ipynb #d9186434
+# %% ../nbs/01a_datasets.ipynb #2c6998a1
 @click.group("dataset")
 def dataset_cli():
     "Freeze labels into dataset versions, list, show and compare them."
@@ -403,7 +440,7 @@ def list_command(as_json):
     text = "\n".join(f"{r['version']}  parent={r['parent']}  items={r['counts']['items']}" for r in rows)
     emit(rows, as_json, text or "no dataset versions yet")
 
-# %% ../nbs/01a_datasets.ipynb #0cc05f9f
+# %% ../nbs/01a_datasets.ipynb #ba663b34
 @dataset_cli.command("show")
 @click.argument("version")
 @click.option("--items", "with_items", is_flag=True, help="one line per item: item, label, split")
@@ -434,7 +471,7 @@ def diff_command(a, b, as_json):
     text = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "relabelled", "moved"))
     emit(changes, as_json, f"{changes['a']} -> {changes['b']}: {text}")
 
-# %% ../nbs/01a_datasets.ipynb #9ab1bf20
+# %% ../nbs/01a_datasets.ipynb #e4c8b437
 def plot_balance(table: pd.DataFrame):
     "A stacked bar chart of items per label and split."
     import matplotlib.pyplot as plt
@@ -445,7 +482,7 @@ def plot_balance(table: pd.DataFrame):
     plt.tight_layout()
     plt.show()
 
-# %% ../nbs/01a_datasets.ipynb #04f4fd3b
+# %% ../nbs/01a_datasets.ipynb #2b034827
 def run_datasets(
     project: str = "digits",  # annotation project to snapshot
     allow_unlabeled: bool = False,  # leave unlabeled items out instead of failing
