@@ -7,8 +7,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/demo.html.md"""
 # %% auto #0
 __all__ = ['FEEDBACK_PRIORITY', 'FEEDBACK_ANNOTATOR', 'ORT_WEB_VERSION', 'ORT_WEB_FILES', 'EDGE_ASSETS', 'ApiError',
            'explain_status', 'predict_remote', 'describe_image', 'record_feedback', 'asset_path', 'DigitCanvas',
-           'scores_chart', 'answer_html', 'message_html', 'correction_row', 'demo_app', 'demo_cli', 'app_command',
-           'export_onnx', 'fetch_onnxruntime_web', 'write_site', 'build_static_site', 'static_command']
+           'scores_chart', 'answer_html', 'message_html', 'correction_row', 'DemoPage', 'page_widgets', 'demo_app',
+           'ask', 'reset', 'uploaded', 'correct', 'demo_cli', 'app_command', 'export_onnx', 'fetch_onnxruntime_web',
+           'write_site', 'build_static_site', 'static_command']
 
 # %% ../nbs/04a_demo.ipynb #b80dfc70
 import io
@@ -18,6 +19,7 @@ import subprocess
 import tarfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import anywidget
@@ -238,6 +240,36 @@ def correction_row(labels: list) -> tuple:
     send.add_class("fsml-correct-send")
     return widgets.HBox([choice, send]), choice, send
 
+# %% ../nbs/04a_demo.ipynb #77b3045c
+@dataclass
+class DemoPage:
+    "The page's widgets, and its one piece of state: the image last sent and the answer to it."
+    canvas: DigitCanvas
+    upload: widgets.FileUpload
+    preview: widgets.Image  # what the model saw
+    answer: widgets.HTML
+    status: widgets.HTML
+    retry: widgets.Button  # shown after an error: send the same image again
+    correction: widgets.HBox
+    choice: widgets.Dropdown
+    send: widgets.Button
+    image: bytes | None = None
+    result: dict | None = None
+
+
+def page_widgets() -> DemoPage:
+    "Every widget of the page, unwired."
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
+                                layout={"width": "280px"})
+    preview = widgets.Image(format="png", layout={"width": "112px", "height": "112px", "border": "1px solid #ccc"})
+    retry = widgets.Button(description="Try again", icon="refresh", layout={"display": "none"})
+    correction, choice, send = correction_row([str(d) for d in range(10)])
+    correction.layout.display = "none"
+    page = DemoPage(DigitCanvas(), upload, preview, widgets.HTML(), widgets.HTML(), retry, correction, choice, send)
+    for widget, name in ((upload, "upload"), (page.answer, "result"), (page.status, "status"), (retry, "retry")):
+        widget.add_class(f"fsml-{name}")
+    return page
+
 # %% ../nbs/04a_demo.ipynb #fba8a054
 def demo_app(
     api_url: str | None = None,  # default: FSML_API_URL
@@ -248,75 +280,66 @@ def demo_app(
     "The demo page: draw or upload a digit, see the served model's answer, correct it."
     predict = predict or (lambda image: predict_remote(image, api_url, token))
     feedback = feedback or (lambda image, label, answer: record_feedback(image, label, answer))
-    state = {"image": None, "answer": None}  # the bytes last sent and what the API said about them
-    canvas = DigitCanvas()
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
-                                layout={"width": "280px"})
-    upload.add_class("fsml-upload")
-    preview = widgets.Image(format="png", layout={"width": "112px", "height": "112px", "border": "1px solid #ccc"})
-    answer = widgets.HTML()
-    answer.add_class("fsml-result")
-    status = widgets.HTML(message_html("Draw a digit, or upload an image."))
-    status.add_class("fsml-status")
-    row, choice, send = correction_row([str(d) for d in range(10)])
-    row.layout.display = "none"
-    ask = _asker(predict, state, preview, answer, status, row, choice)
-    canvas.on_image(ask)
-    canvas.on_clear(lambda: _reset(state, preview, answer, status, row))
-    upload.observe(lambda change: _uploaded(change, upload, canvas, ask), names="value")
-    send.on_click(lambda button: _correct(feedback, state, choice, status))
-    left = widgets.VBox([canvas, upload])
-    right = widgets.VBox([widgets.HTML("<b>What the model saw</b>"), preview, answer, row])
-    return widgets.VBox([widgets.HTML("<h2>Digit demo</h2>"), status, widgets.HBox([left, right])])
+    page = page_widgets()
+    reset(page)
+    page.canvas.on_image(lambda image: ask(page, predict, image))
+    page.canvas.on_clear(lambda: reset(page))
+    page.upload.observe(lambda change: uploaded(page, predict, change["new"]), names="value")
+    page.retry.on_click(lambda button: ask(page, predict, page.image))
+    page.send.on_click(lambda button: correct(page, feedback))
+    left = widgets.VBox([page.canvas, page.upload])
+    right = widgets.VBox([widgets.HTML("<b>What the model saw</b>"), page.preview, page.answer, page.correction])
+    return widgets.VBox([widgets.HTML("<h2>Digit demo</h2>"), widgets.HBox([page.status, page.retry]),
+                         widgets.HBox([left, right])])
 
-# %% ../nbs/04a_demo.ipynb #4d6adae0
-def _asker(predict, state, preview, answer, status, row, choice):
-    "A callback: send an image to the model, show its answer, or say in plain words why there is none."
-    def ask(image: bytes):
-        state["image"], state["answer"] = image, None
-        preview.value = image
-        status.value = message_html("Asking the model…")
-        try:
-            result = predict(image)
-        except ApiError as error:
-            answer.value, row.layout.display = "", "none"
-            status.value = message_html(str(error), "error")
-            return
-        state["answer"] = result
-        answer.value = answer_html(result)
-        choice.options = list(result["scores"]) or choice.options
-        choice.value = result["label"]
-        row.layout.display = "flex"
-        status.value = message_html("Clear with Esc, the c key or the button, then draw again.")
-    return ask
+# %% ../nbs/04a_demo.ipynb #335aa11e
+def ask(page: DemoPage, predict, image: bytes) -> None:
+    "Send an image to the model and show its answer, or say in plain words why there is none."
+    page.image, page.result = image, None
+    page.preview.value = image
+    page.status.value = message_html("Asking the model…")
+    try:
+        result = predict(image)
+    except ApiError as error:  # the drawing stays on the canvas and `page.image` stays for "Try again"
+        page.answer.value, page.correction.layout.display = "", "none"
+        page.status.value = message_html(str(error), "error")
+        page.retry.layout.display = "inline-flex"
+        return
+    page.result = result
+    page.answer.value = answer_html(result)
+    page.choice.options = list(result["scores"]) or page.choice.options
+    page.choice.value = result["label"]
+    page.correction.layout.display, page.retry.layout.display = "flex", "none"
+    page.status.value = message_html("Clear with Esc, the c key or the button, then draw again.")
 
 
-def _reset(state, preview, answer, status, row):
-    state["image"] = state["answer"] = None
-    preview.value, answer.value, row.layout.display = b"", "", "none"
-    status.value = message_html("Draw a digit, or upload an image.")
+def reset(page: DemoPage) -> None:
+    "Forget the last image and answer (the canvas was cleared)."
+    page.image = page.result = None
+    page.preview.value, page.answer.value = b"", ""
+    page.correction.layout.display = page.retry.layout.display = "none"
+    page.status.value = message_html("Draw a digit, or upload an image.")
 
 
-def _uploaded(change, upload, canvas, ask):
-    files = change["new"]
+def uploaded(page: DemoPage, predict, files: tuple) -> None:
     if files:
-        canvas.clear()
-        ask(bytes(files[0]["content"]))
-        upload.value = ()  # so the same file can be uploaded again
+        page.canvas.clear()
+        ask(page, predict, bytes(files[0]["content"]))
+        page.upload.value = ()  # so the same file can be uploaded again
 
-# %% ../nbs/04a_demo.ipynb #c14ccd3d
-def _correct(feedback, state, choice, status):
+# %% ../nbs/04a_demo.ipynb #ad639e04
+def correct(page: DemoPage, feedback) -> None:
     "Store the visitor's label for the image last shown, and say what happened."
-    if state["image"] is None:
-        status.value = message_html("Draw or upload a digit first.", "error")
+    if page.image is None:
+        page.status.value = message_html("Draw or upload a digit first.", "error")
         return
     try:
-        saved = feedback(state["image"], choice.value, state["answer"])
+        saved = feedback(page.image, page.choice.value, page.result)
     except (ValueError, OSError, sa.exc.SQLAlchemyError) as error:
-        status.value = message_html(f"Could not store the correction: {error}", "error")
+        page.status.value = message_html(f"Could not store the correction: {error}", "error")
         return
-    status.value = message_html(f"Thank you: stored as item {saved['item_id'][:12]} with label "
-                                f"{saved['label']!r}, queued for annotation.", "saved")
+    page.status.value = message_html(f"Thank you: stored as item {saved['item_id'][:12]} with label "
+                                     f"{saved['label']!r}, queued for annotation.", "saved")
 
 # %% ../nbs/04a_demo.ipynb #2ec0966b
 @click.group("demo")

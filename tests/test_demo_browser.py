@@ -2,7 +2,7 @@
 `fsml demo app` (Voila) on free loopback ports, with a small model trained for the test and promoted to production.
 Draw -> a prediction naming the model version; upload a digit -> the right label; a correction -> a feedback
 label in `fsml annotate export` and a demo item in `fsml items`; the API stopped -> a plain-words error, drawing
-kept. Screenshots go to test-artifacts/."""
+kept, and "Try again" answers once it is back. Screenshots go to test-artifacts/."""
 import json
 import os
 import subprocess
@@ -94,6 +94,13 @@ def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, bro
         assert "not reachable" in page.text_content(".fsml-error")
         assert ink_on_canvas(page) > 500
         page.screenshot(path=str(artifacts_dir / "demo_app_api_down.png"), full_page=True)
+
+        # the API comes back: "Try again" sends the same drawing
+        api = start("serve", "api", "--port", str(api_port), env=env, log=tmp_path / "api-again.log")
+        wait_for_port(api_port, timeout=60, proc=api)
+        page.click("button.fsml-retry")
+        page.wait_for_selector(".fsml-model", timeout=60_000)
+        assert page.locator(".fsml-error").count() == 0 and ink_on_canvas(page) > 500
     except Exception:
         for name, log in logs.items():
             print(f"--- {name} log (tail)\n" + "\n".join(log.read_text().splitlines()[-30:]))
