@@ -288,7 +288,8 @@ def demo_app(
     page.retry.on_click(lambda button: ask(page, predict, page.image))
     page.send.on_click(lambda button: correct(page, feedback))
     left = widgets.VBox([page.canvas, page.upload])
-    right = widgets.VBox([widgets.HTML("<b>What the model saw</b>"), page.preview, page.answer, page.correction])
+    right = widgets.VBox([widgets.HTML("<b>What the model saw</b>"), page.preview, page.answer, page.correction],
+                         layout={"margin": "0 0 0 24px"})
     return widgets.VBox([widgets.HTML("<h2>Digit demo</h2>"), widgets.HBox([page.status, page.retry]),
                          widgets.HBox([left, right])])
 
