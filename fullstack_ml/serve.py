@@ -6,9 +6,9 @@
 __all__ = ['MAX_BODY_BYTES', 'MAX_PIXELS', 'MAGIC', 'BadInput', 'sniff_type', 'check_image', 'predict_batch', 'process_batch',
            'Worker', 'ResultWaiter', 'make_metrics', 'error_response', 'read_image_body', 'check_token', 'create_app',
            'add_error_handlers', 'add_routes', 'serve_cli', 'api_command', 'worker_command', 'free_port', 'Service',
-           'split_accuracy', 'test_split', 'publish_if_better', 'send_images', 'plot_latencies', 'run_serve']
+           'split_accuracy', 'split_images', 'publish_if_better', 'send_images', 'plot_latencies', 'run_serve']
 
-# %% ../nbs/04_serve.ipynb #b81efd3e
+# %% ../nbs/04_serve.ipynb #aef3459e
 import asyncio
 import hmac
 import io
@@ -35,7 +35,7 @@ from .cli import emit
 from .queue import open_queue
 from .settings import check_listen, get_settings
 
-# %% ../nbs/04_serve.ipynb #84525c9b
+# %% ../nbs/04_serve.ipynb #e408dd6c
 MAX_BODY_BYTES = 5 * 2**20  # largest request body accepted
 MAX_PIXELS = 4096 * 4096  # largest image (width x height) decoded
 MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
@@ -56,7 +56,7 @@ def sniff_type(data: bytes) -> str | None:
         return "image/webp"
     return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
-# %% ../nbs/04_serve.ipynb #fb99f6ef
+# %% ../nbs/04_serve.ipynb #e0e642eb
 def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     "Decode untrusted image bytes safely, or raise BadInput saying what is wrong."
     if not data:
@@ -82,7 +82,7 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                        "truncated or corrupt?") from None
     return image
 
-# %% ../nbs/04_serve.ipynb #83298eba
+# %% ../nbs/04_serve.ipynb #7d913d0c
 def predict_batch(model: registry.LoadedModel, images: list) -> list[dict]:
     "One forward pass over decoded images: `{label, scores}` each."
     import torch
@@ -125,7 +125,7 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
     firsts = queue.complete_many(pairs)
     return {"done": sum(firsts), "duplicates": len(firsts) - sum(firsts), "failed": len(jobs) - len(good)}
 
-# %% ../nbs/04_serve.ipynb #39e8117c
+# %% ../nbs/04_serve.ipynb #54845312
 class Worker:
     "Claims batches from the queue and answers them with the model an alias (or a pinned version) names."
 
@@ -171,7 +171,7 @@ class Worker:
                     self.counts[key] += value
         return self.counts
 
-# %% ../nbs/04_serve.ipynb #216b7177
+# %% ../nbs/04_serve.ipynb #e4cb90e1
 class ResultWaiter:
     "Wait for many jobs' results with one poll loop."
 
@@ -200,7 +200,7 @@ class ResultWaiter:
                     future.set_result(result)
             await asyncio.sleep(self.poll_s)
 
-# %% ../nbs/04_serve.ipynb #b37c7cca
+# %% ../nbs/04_serve.ipynb #45d52823
 def make_metrics() -> dict:
     "Prometheus metrics in their own registry (several apps can live in one process)."
     collectors = CollectorRegistry()
@@ -221,7 +221,7 @@ def error_response(status: int, code: str, message: str, **extra) -> JSONRespons
     "The API's one error shape: `{\"error\": {\"code\", \"message\"}}`."
     return JSONResponse({"error": {"code": code, "message": message}, **extra}, status_code=status)
 
-# %% ../nbs/04_serve.ipynb #7d3b816b
+# %% ../nbs/04_serve.ipynb #ea693586
 async def read_image_body(request: Request, max_bytes: int) -> bytes:
     "The image bytes of a request (raw body or multipart field `file`), at most `max_bytes`."
     too_big = BadInput(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes: send a smaller image")
@@ -246,7 +246,7 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
         raise too_big
     return data
 
-# %% ../nbs/04_serve.ipynb #ea378a74
+# %% ../nbs/04_serve.ipynb #3d498104
 def check_token(request: Request, token: str | None) -> JSONResponse | None:
     "An error response when a token is required and the request lacks the right one, else None."
     if not token:
@@ -258,7 +258,7 @@ def check_token(request: Request, token: str | None) -> JSONResponse | None:
         return error_response(403, "forbidden", "the token is wrong: send 'Authorization: Bearer <FSML_TOKEN>'")
     return None
 
-# %% ../nbs/04_serve.ipynb #de279c84
+# %% ../nbs/04_serve.ipynb #0f60e7bc
 def create_app(queue_url: str | None = None, token: str | None = None, model_ref: str = "digits@production",
                wait_s: float = 10.0, max_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
     "The HTTP API: `/v1/predict`, `/v1/jobs/{id}`, `/healthz`, `/metrics`."
@@ -301,7 +301,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def internal_error(request, error):
         return error_response(500, "internal", f"{type(error).__name__}: the service failed on this request")
 
-# %% ../nbs/04_serve.ipynb #8d705edd
+# %% ../nbs/04_serve.ipynb #260c51d2
 def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pixels) -> None:
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -344,7 +344,7 @@ def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pi
     async def prometheus_metrics():
         return Response(generate_latest(metrics["registry"]), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/04_serve.ipynb #563fbb7c
+# %% ../nbs/04_serve.ipynb #2840ad5a
 @click.group("serve")
 def serve_cli():
     "Serve the production model: the HTTP API and the workers behind it."
@@ -367,7 +367,7 @@ def api_command(host, port, model_ref, wait_s):
     click.echo(f"fsml serve api: listening on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
-# %% ../nbs/04_serve.ipynb #0d8bdc68
+# %% ../nbs/04_serve.ipynb #3d655207
 @serve_cli.command("worker")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="claim up to this many jobs at once")
 @click.option("--max-delay-ms", type=float, default=10, show_default=True, help="wait at most this long to fill a batch")
@@ -385,7 +385,7 @@ def worker_command(batch_size, max_delay_ms, model_ref, reload_s, threads, as_js
     counts = worker.run()
     emit(counts, as_json, f"worker {worker.name} stopped: {counts}")
 
-# %% ../nbs/04_serve.ipynb #c9e5ff73
+# %% ../nbs/04_serve.ipynb #5f00bcd3
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on right now."
     with socket.socket() as s:
@@ -407,7 +407,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
-# %% ../nbs/04_serve.ipynb #686740cc
+# %% ../nbs/04_serve.ipynb #99286dd8
 class Service:
     "An API and its workers as child processes; use as a context manager."
 
@@ -451,7 +451,7 @@ class Service:
         for proc in reversed(self.procs):
             _stop(proc)
 
-# %% ../nbs/04_serve.ipynb #4ebb84a7
+# %% ../nbs/04_serve.ipynb #945db357
 def split_accuracy(model: registry.LoadedModel, images: list[bytes], labels: list[str], batch: int = 256) -> float:
     "Accuracy of a loaded model on image bytes with their labels."
     predicted = []
@@ -460,7 +460,7 @@ def split_accuracy(model: registry.LoadedModel, images: list[bytes], labels: lis
     return sum(p == t for p, t in zip(predicted, labels)) / max(len(labels), 1)
 
 
-def test_split(dataset_version: str, split: str = "test", limit: int | None = None) -> tuple[list[bytes], list[str]]:
+def split_images(dataset_version: str, split: str = "test", limit: int | None = None) -> tuple[list[bytes], list[str]]:
     "Image bytes and labels of one split of a dataset version."
     from fullstack_ml.datasets import read_manifest
     from fullstack_ml.store import get_blob, open_files
@@ -470,13 +470,13 @@ def test_split(dataset_version: str, split: str = "test", limit: int | None = No
     part = manifest[manifest["split"] == split].head(limit)
     return [get_blob(store, item_id) for item_id in part["item_id"]], [str(label) for label in part["label"]]
 
-# %% ../nbs/04_serve.ipynb #3208f0a7
+# %% ../nbs/04_serve.ipynb #25d50efa
 def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") -> dict:
     "Publish the newest run; promote it to production only if it beats production on the same split."
     row = registry.publish(name=name)
     registry.promote(name, row["version"], "staging")
     candidate = registry.load(f"{name}@{row['version']}")
-    images, labels = test_split(candidate.manifest["dataset_version"], split)
+    images, labels = split_images(candidate.manifest["dataset_version"], split)
     scores = {"candidate": split_accuracy(candidate, images, labels)}
     try:
         current = registry.load(f"{name}@production")
@@ -489,7 +489,7 @@ def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") ->
     return {"published": f"{name}@{row['version']}", "promoted": promoted, "split_items": len(labels),
             "accuracy": scores, "production": f"{name}@{registry.resolve(f'{name}@production')[1]}"}
 
-# %% ../nbs/04_serve.ipynb #9de0cd3c
+# %% ../nbs/04_serve.ipynb #74098de9
 def send_images(url: str, images: list[bytes], concurrency: int = 8, headers: dict | None = None) -> list[dict]:
     "POST each image to `url`/v1/predict from `concurrency` client threads; one record per request."
     import requests
@@ -523,7 +523,7 @@ def plot_latencies(latencies_ms: list[float], title: str = "HTTP latency"):
     ax.legend()
     return fig
 
-# %% ../nbs/04_serve.ipynb #74b3b21a
+# %% ../nbs/04_serve.ipynb #ce62f435
 def run_serve(
     n_requests: int = 200,  # test images sent through HTTP
     concurrency: int = 8,  # client threads sending them
@@ -536,7 +536,7 @@ def run_serve(
 
     release = publish_if_better(name)
     production = registry.load(f"{name}@production")
-    images, labels = test_split(production.manifest["dataset_version"])
+    images, labels = split_images(production.manifest["dataset_version"])
     images, labels = (images * (n_requests // max(len(images), 1) + 1))[:n_requests],         (labels * (n_requests // max(len(labels), 1) + 1))[:n_requests]
     with Service(workers=1, batch_size=batch_size, max_delay_ms=max_delay_ms) as service:
         send_images(service.url, images[:1], 1, service.headers)  # warm-up: waits until a worker has loaded the model
