@@ -65,6 +65,8 @@ def test_onnx_and_pytorch_agree_on_the_whole_test_split(edge_site):
     assert len(test) > 200
     assert (onnx_scores.argmax(1) == torch_scores.argmax(1)).all()
     assert np.abs(onnx_scores - torch_scores).max() < 1e-4
+    print(f"ONNX vs PyTorch on {len(test)} test digits: same top label on all, max score difference "
+          f"{np.abs(onnx_scores - torch_scores).max():.2e}")
 
 
 def test_page_preprocessing_equals_python_bit_for_bit(edge_site):
