@@ -6,8 +6,8 @@
     prefetched item, as it does for a person (the kernel refills the queue in tens of ms; people take ~1 s).
     Target: p95 <= 50 ms.
 (b) labels/s with 16 concurrent annotator processes on the store: each holds 4 items (the app's prefetch) and,
-    like the app, submits each label together with the claim of the next item, until the queue is empty. Target: >= 500 labels/s on SQLite. `--postgres URL` runs it on
-    PostgreSQL too.
+    like the app, submits each label together with the claim of the next item, until the queue is empty.
+    Target: >= 500 labels/s on SQLite. `--postgres URL` runs it on PostgreSQL too.
 
 Run from the repo root:  python benchmarks/annotate.py [--items 200] [--labels 4000] [--postgres URL]
 """
@@ -42,7 +42,7 @@ def make_items(n: int, project: str = "digits") -> list:
         image.putpixel((i % 28, 27 - (i // 28) % 28), 200)
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
-        rows.append(dict(id=put_blob(files, buffer.getvalue()), width=28, height=28, format="PNG", created_at=now()))
+        rows.append({"id": put_blob(files, buffer.getvalue()), "width": 28, "height": 28, "format": "PNG", "created_at": now()})
     with engine.begin() as conn:
         conn.execute(items.insert(), rows)
     ensure_project(engine, project, DIGITS, 1)
@@ -69,9 +69,9 @@ def paint_latency(n_items: int) -> dict:
     make_items(n_items + 20)
     port = free_port()
     fsml = Path(sys.executable).parent / "fsml"
-    log = open(Path(os.environ["FSML_HOME"]) / "voila.log", "w")
-    proc = subprocess.Popen([str(fsml), "annotate", "app", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(Path(os.environ["FSML_HOME"]) / "voila.log", "w") as log:
+        proc = subprocess.Popen([str(fsml), "annotate", "app", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         for _ in range(600):
             with socket.socket() as s:
@@ -100,9 +100,9 @@ def paint_latency(n_items: int) -> dict:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
     ordered = sorted(paints)
-    return dict(items=len(paints), p50_ms=round(statistics.median(ordered), 1),
-                p95_ms=round(ordered[int(0.95 * (len(ordered) - 1))], 1), max_ms=round(ordered[-1], 1),
-                labels_per_s_one_person=round(n_items / elapsed, 1))
+    return {"items": len(paints), "p50_ms": round(statistics.median(ordered), 1),
+                "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 1), "max_ms": round(ordered[-1], 1),
+                "labels_per_s_one_person": round(n_items / elapsed, 1)}
 
 
 def _annotator(db_url: str, name: str, start, results) -> None:
@@ -151,7 +151,7 @@ def labels_per_second(db_url: str, n_labels: int, annotators: int = 16) -> dict:
         proc.join()
     total = sum(done for done, _ in reports)
     elapsed = max(end for _, end in reports) - began
-    return dict(annotators=annotators, labels=total, seconds=round(elapsed, 2), labels_per_s=round(total / elapsed))
+    return {"annotators": annotators, "labels": total, "seconds": round(elapsed, 2), "labels_per_s": round(total / elapsed)}
 
 
 def main() -> None:
@@ -174,8 +174,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["FSML_HOME"] = home
         speed = labels_per_second(f"sqlite:///{home}/fsml.db", args.labels, args.annotators)
-        print(f"(b) SQLite, {speed['annotators']} annotator processes: {speed['labels']} labels in {speed['seconds']} s "
-              f"= {speed['labels_per_s']} labels/s; target >= 500/s: ratio {speed['labels_per_s'] / 500:.2f}")
+        print(f"(b) SQLite, {speed['annotators']} annotator processes: {speed['labels']} labels in "
+              f"{speed['seconds']} s = {speed['labels_per_s']} labels/s; target >= 500/s: "
+              f"ratio {speed['labels_per_s'] / 500:.2f}")
         if args.postgres:
             speed = labels_per_second(args.postgres, args.labels, args.annotators)
             print(f"(b) PostgreSQL, {speed['annotators']} annotator processes: {speed['labels']} labels in "

@@ -13,7 +13,7 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
            'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #6c87ce9e
+# %% ../nbs/01_annotate.ipynb #6c64141d
 import base64
 import csv
 import io
@@ -42,7 +42,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #23e4f46f
+# %% ../nbs/01_annotate.ipynb #d0a65365
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -80,10 +80,10 @@ def get_project(engine: Engine, name: str) -> dict:
         if row is None:
             raise ValueError(f"no annotation project {name!r}; create it with ensure_project() or run "
                              "`fsml pipeline --stages collect,annotate`")
-        _projects[key] = dict(name=row["name"], labels=list(row["labels"]), overlap=row["overlap"])
+        _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #188cad96
+# %% ../nbs/01_annotate.ipynb #f96db632
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
 _undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
@@ -108,7 +108,7 @@ def _lease_count(item_column, except_annotator: bool = False):
         where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #c1701c2e
+# %% ../nbs/01_annotate.ipynb #4f432c8f
 _lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
 
 
@@ -122,7 +122,7 @@ def _queue_transaction(engine: Engine):
         return
     key = (os.getpid(), database + ".writers.lock")
     if key not in _lock_files:
-        _lock_files[key] = open(key[1], "a")
+        _lock_files[key] = open(key[1], "a")  # noqa: SIM115 -- held open for the life of the process
     fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
     try:
         with write_transaction(engine) as conn:
@@ -130,7 +130,7 @@ def _queue_transaction(engine: Engine):
     finally:
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
-# %% ../nbs/01_annotate.ipynb #c3dbf233
+# %% ../nbs/01_annotate.ipynb #f35eadb1
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -148,7 +148,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #e5ac3293
+# %% ../nbs/01_annotate.ipynb #dc161207
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -189,13 +189,13 @@ def enqueue(
                 if not reason and priority <= 0:
                     continue  # already has its labels
                 wanted = counts[item_id] + 1  # a second look at a labelled item: one more opinion
-            new_rows.append(dict(project=project, item_id=item_id, overlap=wanted, priority=priority, reason=reason,
-                                 rank=random.random(), created_at=now()))
+            new_rows.append({"project": project, "item_id": item_id, "overlap": wanted, "priority": priority,
+                             "reason": reason, "rank": random.random(), "created_at": now()})
         if new_rows:
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #db51ab94
+# %% ../nbs/01_annotate.ipynb #83c1eaea
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
@@ -203,7 +203,8 @@ class LeaseLost(RuntimeError):
 _mine, _own = annotations.alias("mine"), leases.alias("own_lease")
 _ELIGIBLE = [  # a task row :p_annotator may claim at :p_at
     tasks.c.project == _project,
-    ~sa.exists().where(_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project, _mine.c.annotator == _annotator),
+    ~sa.exists().where(_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project,
+                       _mine.c.annotator == _annotator),
     ~sa.exists().where(_own.c.project == _project, _own.c.item_id == tasks.c.item_id, _own.c.annotator == _annotator,
                        _own.c.expires_at > _at),
     _human_count(tasks.c.item_id) + _lease_count(tasks.c.item_id) < tasks.c.overlap,
@@ -212,13 +213,13 @@ _ORDER = (tasks.c.priority.desc(), tasks.c.rank.desc())  # walks the index ix_ta
 _SHARES = {False: [], True: [tasks.c.priority <= 0]}  # explore: only the unflagged rest, in random order
 _CANDIDATES = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE, *where).order_by(*_ORDER)
                .limit(sa.bindparam("p_need")) for explore, where in _SHARES.items()}
-_CANDIDATES_LOCKED = {explore: query.with_for_update(skip_locked=True, of=tasks) for explore, query in _CANDIDATES.items()}
+_CANDIDATES_LOCKED = {explore: query.with_for_update(skip_locked=True, of=tasks)
+                      for explore, query in _CANDIDATES.items()}
 _RECHECK = sa.select(tasks.c.item_id).where(*_ELIGIBLE, tasks.c.item_id.in_(sa.bindparam("p_ids", expanding=True))
                                             ).order_by(*_ORDER).limit(sa.bindparam("p_need"))
-_OWN_LEASES = (sa.select(leases.c.item_id).where(leases.c.project == _project, leases.c.annotator == _annotator,
-                                                 leases.c.expires_at > _at).order_by(leases.c.created_at, leases.c.item_id))
-_RENEW = (leases.update().where(leases.c.project == _project, leases.c.annotator == _annotator, leases.c.expires_at > _at)
-          .values(expires_at=sa.bindparam("p_until")))
+_MY_LIVE_LEASES = [leases.c.project == _project, leases.c.annotator == _annotator, leases.c.expires_at > _at]
+_OWN_LEASES = sa.select(leases.c.item_id).where(*_MY_LIVE_LEASES).order_by(leases.c.created_at, leases.c.item_id)
+_RENEW = leases.update().where(*_MY_LIVE_LEASES).values(expires_at=sa.bindparam("p_until"))
 
 
 @cache
@@ -228,14 +229,14 @@ def _upsert_lease(dialect: str):
 
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(leases)
     return insert.on_conflict_do_update(index_elements=[leases.c.project, leases.c.item_id, leases.c.annotator],
-                                        set_=dict(expires_at=insert.excluded.expires_at,
-                                                  created_at=insert.excluded.created_at))
+                                        set_={"expires_at": insert.excluded.expires_at,
+                                                  "created_at": insert.excluded.created_at})
 
-# %% ../nbs/01_annotate.ipynb #ab043bd5
+# %% ../nbs/01_annotate.ipynb #627c4ebc
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
     "Claim inside an open write transaction (see `claim`)."
     at = now()
-    params = dict(p_project=project, p_annotator=annotator, p_at=at)
+    params = {"p_project": project, "p_annotator": annotator, "p_at": at}
     held = list(conn.execute(_OWN_LEASES, params).scalars())
     if held:
         conn.execute(_RENEW, dict(params, p_until=at + lease_seconds))
@@ -253,8 +254,8 @@ def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_sec
         if fresh:
             break
     if fresh:
-        conn.execute(_upsert_lease(engine.dialect.name), [dict(project=project, item_id=i, annotator=annotator,
-                                                               expires_at=at + lease_seconds, created_at=at)
+        conn.execute(_upsert_lease(engine.dialect.name), [{"project": project, "item_id": i, "annotator": annotator,
+                                                               "expires_at": at + lease_seconds, "created_at": at}
                                                           for i in fresh])
     return held + fresh
 
@@ -275,7 +276,7 @@ def claim(
 def heartbeat(engine: Engine, project: str, annotator: str, lease_seconds: float = LEASE_SECONDS) -> list:
     "Renew `annotator`'s live leases; return the ids still held (an expired lease is not revived)."
     at = now()
-    params = dict(p_project=project, p_annotator=annotator, p_at=at)
+    params = {"p_project": project, "p_annotator": annotator, "p_at": at}
     with _queue_transaction(engine) as conn:
         conn.execute(_RENEW, dict(params, p_until=at + lease_seconds))
         return list(conn.execute(_OWN_LEASES, params).scalars())
@@ -289,7 +290,7 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #2b706415
+# %% ../nbs/01_annotate.ipynb #383fd90a
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -322,14 +323,15 @@ _WEAK_LABEL = sa.select(items.c.weak_label).where(items.c.id == _item)
 
 def _lock_task(conn, engine: Engine, project: str, item_id: str):
     "The item's task row (None when it is not queued), locked on PostgreSQL."
-    return conn.execute(_TASK_LOCKED if is_postgres(engine) else _TASK, dict(p_project=project, p_item=item_id)).first()
+    query = _TASK_LOCKED if is_postgres(engine) else _TASK
+    return conn.execute(query, {"p_project": project, "p_item": item_id}).first()
 
-# %% ../nbs/01_annotate.ipynb #4989b6f2
+# %% ../nbs/01_annotate.ipynb #c3a00690
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
     meta = dict(meta or {})
-    params = dict(p_project=project, p_item=item_id, p_annotator=annotator, p_at=at)
+    params = {"p_project": project, "p_item": item_id, "p_annotator": annotator, "p_at": at}
     if is_postgres(engine):
         _lock_task(conn, engine, project, item_id)  # claims skip it, submits wait, until we commit
     check = conn.execute(_SUBMIT_CHECKS, params).one()
@@ -340,18 +342,18 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
         raise LeaseLost(f"item {item_id[:12]} is no longer leased to {annotator!r} and has no free slot "
                         "(the lease expired and someone else took it); claim the next item")
     if task is not None and check.labelled + 1 >= task.overlap:
-        meta["task"] = dict(overlap=task.overlap, priority=task.priority, reason=task.reason, rank=task.rank)
+        meta["task"] = {"overlap": task.overlap, "priority": task.priority, "reason": task.reason, "rank": task.rank}
         conn.execute(_DELETE_TASK, params)
     elif task is not None and task.priority < DISAGREEMENT_PRIORITY:
         weak = conn.execute(_WEAK_LABEL, params).scalar()
         if weak is not None and weak != label:  # a human contradicts the caption: get the other opinions soon
             conn.execute(_RAISE_PRIORITY, params)
     conn.execute(_DROP_LEASE, params)
-    return conn.execute(annotations.insert(), dict(
-        project=project, item_id=item_id, annotator=annotator, kind="label", label=label, seconds=seconds,
-        created_at=at, meta=meta or None)).inserted_primary_key[0]
+    row = {"project": project, "item_id": item_id, "annotator": annotator, "kind": "label", "label": label,
+           "seconds": seconds, "created_at": at, "meta": meta or None}
+    return conn.execute(annotations.insert(), row).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #e2c73b33
+# %% ../nbs/01_annotate.ipynb #f7ea2d4f
 def submit(
     engine: Engine,
     project: str,
@@ -380,12 +382,12 @@ def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str,
 def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: float | None = None) -> int:
     "Record that `annotator` skipped an item (they will not get it again) and drop their lease."
     with _queue_transaction(engine) as conn:
-        conn.execute(_DROP_LEASE, dict(p_project=project, p_item=item_id, p_annotator=annotator))
-        return conn.execute(annotations.insert(), dict(
-            project=project, item_id=item_id, annotator=annotator, kind="skip", seconds=seconds,
-            created_at=now())).inserted_primary_key[0]
+        conn.execute(_DROP_LEASE, {"p_project": project, "p_item": item_id, "p_annotator": annotator})
+        return conn.execute(annotations.insert(), {
+            "project": project, "item_id": item_id, "annotator": annotator, "kind": "skip", "seconds": seconds,
+            "created_at": now()}).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #fa38c756
+# %% ../nbs/01_annotate.ipynb #1887a024
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -394,7 +396,8 @@ def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
         annotations.c.project == project, annotations.c.item_id == item_id, annotations.c.meta.is_not(None))
         .order_by(annotations.c.id.desc())).scalars()
     task = next((m["task"] for m in metas if isinstance(m, dict) and "task" in m), None)
-    task = task or dict(overlap=get_project(engine, project)["overlap"], priority=0, reason=None, rank=random.random())
+    task = task or {"overlap": get_project(engine, project)["overlap"], "priority": 0, "reason": None,
+                    "rank": random.random()}
     conn.execute(tasks.insert().values(project=project, item_id=item_id, created_at=now(), **task))
 
 
@@ -420,12 +423,12 @@ def undo(
                                                  kind="undo", undoes=last.id, created_at=at))
         if last.kind == "label":
             _reopen_task(conn, engine, project, last.item_id)
-        conn.execute(_upsert_lease(engine.dialect.name), dict(project=project, item_id=last.item_id,
-                                                              annotator=annotator, expires_at=at + lease_seconds,
-                                                              created_at=at))
+        conn.execute(_upsert_lease(engine.dialect.name), {"project": project, "item_id": last.item_id,
+                                                              "annotator": annotator, "expires_at": at + lease_seconds,
+                                                              "created_at": at})
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #6031e858
+# %% ../nbs/01_annotate.ipynb #3f730ec6
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
@@ -434,8 +437,8 @@ def import_weak_labels(engine: Engine, project: str = "digits") -> int:
             annotations.c.project == project, annotations.c.kind == "weak")).scalars())
         rows = conn.execute(sa.select(items.c.id, items.c.weak_label, items.c.weak_label_source)
                             .where(items.c.weak_label.is_not(None))).all()
-        new = [dict(project=project, item_id=row.id, annotator=f"weak:{row.weak_label_source or 'caption'}",
-                    kind="weak", label=row.weak_label, created_at=now())
+        new = [{"project": project, "item_id": row.id, "annotator": f"weak:{row.weak_label_source or 'caption'}",
+                    "kind": "weak", "label": row.weak_label, "created_at": now()}
                for row in rows if row.id not in done and row.weak_label in labels]
         if new:
             conn.execute(annotations.insert(), new)
@@ -459,7 +462,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #28f4c73a
+# %% ../nbs/01_annotate.ipynb #f64f0587
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -478,9 +481,9 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
             raise ValueError(f"{len(missing)} item(s) in {Path(path).name} are not in the store "
                              f"(e.g. {missing[0][:16]!r}); collect them first or fix the ids")
         at = now()
-        conn.execute(annotations.insert(), [dict(project=project, item_id=str(row["item"]), kind="import",
-                                                 annotator=str(row.get("annotator") or annotator),
-                                                 label=str(row["label"]), created_at=at) for row in rows])
+        conn.execute(annotations.insert(), [{"project": project, "item_id": str(row["item"]), "kind": "import",
+                                                 "annotator": str(row.get("annotator") or annotator),
+                                                 "label": str(row["label"]), "created_at": at} for row in rows])
         counts = _human_counts(conn, project, ids)
         for chunk in _chunks(ids):  # items that now have their labels leave the queue
             for task in conn.execute(sa.select(tasks).where(tasks.c.project == project, tasks.c.item_id.in_(chunk))):
@@ -488,7 +491,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #cb4e946d
+# %% ../nbs/01_annotate.ipynb #644b29f8
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -516,7 +519,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #a9837006
+# %% ../nbs/01_annotate.ipynb #4a622903
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -527,7 +530,7 @@ def _decide(votes: list, weak: str | None, review: str | None) -> tuple:
         return review, "review", (counts[review] / len(votes) if votes else float("nan")), len(votes)
     if votes:
         first_seen = {label: position for position, (label, _) in reversed(list(enumerate(votes)))}
-        label = min(counts, key=lambda l: (-counts[l], l != weak, first_seen[l]))
+        label = min(counts, key=lambda name: (-counts[name], name != weak, first_seen[name]))
         source = "feedback" if all(kind == "feedback" for _, kind in votes) else "human"
         return label, source, counts[label] / len(votes), len(votes)
     return weak, "weak", float("nan"), 0
@@ -549,7 +552,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #d7b2500d
+# %% ../nbs/01_annotate.ipynb #017713a9
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -576,7 +579,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #853b3f7e
+# %% ../nbs/01_annotate.ipynb #ba65a2dd
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -589,10 +592,11 @@ def agreement(engine: Engine, project: str = "digits") -> dict:
             shared = [labels for labels in multi.values() if first in labels and second in labels]
             if len(shared) >= 2:
                 kappa = cohen_kappa([s[first] for s in shared], [s[second] for s in shared])
-                pairs.append(dict(a=first, b=second, items=len(shared), kappa=kappa))
+                pairs.append({"a": first, "b": second, "items": len(shared), "kappa": kappa})
     defined = [p["kappa"] for p in pairs if not pd.isna(p["kappa"])]
-    return dict(items=len(multi), pairs=pairs, cohen_kappa=(sum(defined) / len(defined)) if defined else None,
-                fleiss_kappa=fleiss_kappa([Counter(labels.values()) for labels in multi.values()]) if multi else None)
+    fleiss = fleiss_kappa([Counter(labels.values()) for labels in multi.values()]) if multi else None
+    return {"items": len(multi), "pairs": pairs, "cohen_kappa": (sum(defined) / len(defined)) if defined else None,
+            "fleiss_kappa": fleiss}
 
 
 def review_queue(engine: Engine, project: str = "digits") -> pd.DataFrame:
@@ -610,7 +614,7 @@ def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #3dc2dcbd
+# %% ../nbs/01_annotate.ipynb #e92789c6
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -624,12 +628,12 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
         hours = seconds / 3600 if seconds > 0 else (rows.created_at.max() - rows.created_at.min()) / 3600
         checked = labelled[labelled.item_id.isin(shared.index)]
         agree = (checked.label.values == shared.loc[checked.item_id, "label"].values).mean() if len(checked) else None
-        stats.append(dict(name=name, labels=len(labelled), skips=int((rows.kind == "skip").sum()),
-                          labels_per_hour=round(len(labelled) / hours, 1) if hours > 0 else None,
-                          agreement=None if agree is None else round(float(agree), 3)))
+        stats.append({"name": name, "labels": len(labelled), "skips": int((rows.kind == "skip").sum()),
+                          "labels_per_hour": round(len(labelled) / hours, 1) if hours > 0 else None,
+                          "agreement": None if agree is None else round(float(agree), 3)})
     return stats
 
-# %% ../nbs/01_annotate.ipynb #7b7305d6
+# %% ../nbs/01_annotate.ipynb #13c4e7a9
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -640,15 +644,15 @@ def status(engine: Engine, project: str = "digits") -> dict:
             leases.c.project == project, leases.c.expires_at > now())).scalar()
     agree = agreement(engine, project)
     kappa = agree["cohen_kappa"] if agree["fleiss_kappa"] is None else agree["fleiss_kappa"]
-    return dict(project=project, items=len(queued | set(table.item_id)),
-                labeled=int(table.source.isin(("human", "review", "feedback")).sum()),
-                remaining=len(queued), in_progress=leased, weak_only=int((table.source == "weak").sum()),
-                to_review=len(review_queue(engine, project)),
-                by_source={source: int(n) for source, n in table.source.value_counts().items()},
-                annotators=annotator_stats(engine, project), kappa=kappa, cohen_kappa=agree["cohen_kappa"],
-                fleiss_kappa=agree["fleiss_kappa"], items_with_overlap=agree["items"])
+    return {"project": project, "items": len(queued | set(table.item_id)),
+                "labeled": int(table.source.isin(("human", "review", "feedback")).sum()),
+                "remaining": len(queued), "in_progress": leased, "weak_only": int((table.source == "weak").sum()),
+                "to_review": len(review_queue(engine, project)),
+                "by_source": {source: int(n) for source, n in table.source.value_counts().items()},
+                "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
+                "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"]}
 
-# %% ../nbs/01_annotate.ipynb #b9c1b6dd
+# %% ../nbs/01_annotate.ipynb #ea631b7b
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -670,11 +674,11 @@ def item_payloads(engine: Engine, store, item_ids: list) -> list:
     for item_id in item_ids:
         row = rows[item_id]
         data = base64.b64encode(get_blob(store, item_id)).decode()
-        payloads.append(dict(id=item_id, src=f"data:{MIME_TYPES.get(row.format, 'image/png')};base64,{data}",
-                             hint=row.weak_label))
+        payloads.append({"id": item_id, "src": f"data:{MIME_TYPES.get(row.format, 'image/png')};base64,{data}",
+                             "hint": row.weak_label})
     return payloads
 
-# %% ../nbs/01_annotate.ipynb #ef15d027
+# %% ../nbs/01_annotate.ipynb #51536562
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -693,8 +697,8 @@ class AnnotationSession:
         self.sent.update(new)
         with self.engine.connect() as conn:
             remaining = conn.execute(sa.select(sa.func.count()).where(tasks.c.project == self.project)).scalar()
-        self.send(dict(type="items", items=item_payloads(self.engine, self.store, new), exhausted=not held,
-                       remaining=remaining))
+        self.send({"type": "items", "items": item_payloads(self.engine, self.store, new), "exhausted": not held,
+                       "remaining": remaining})
 
     def handle(self, message: dict) -> None:
         "React to one message from the page: ready, label, skip, undo or heartbeat."
@@ -708,13 +712,13 @@ class AnnotationSession:
                                            message.get("seconds"), 1 + self.prefetch, self.lease_seconds)
                 return self.top_up(held)
             except LeaseLost as error:
-                self.send(dict(type="notice", text=str(error)))
+                self.send({"type": "notice", "text": str(error)})
         elif kind == "skip":
             self.sent.discard(item_id)
             skip(self.engine, self.project, item_id, self.annotator, message.get("seconds"))
         elif kind == "undo":
             if undo(self.engine, self.project, self.annotator, item_id, self.lease_seconds) is None:
-                self.send(dict(type="notice", text="nothing to undo"))
+                self.send({"type": "notice", "text": "nothing to undo"})
             else:
                 self.sent.add(item_id)
             return
@@ -723,7 +727,7 @@ class AnnotationSession:
             return
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #10cb596e
+# %% ../nbs/01_annotate.ipynb #4ea8f698
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -829,7 +833,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #5d7c71a9
+# %% ../nbs/01_annotate.ipynb #4f8c8630
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -849,7 +853,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #7f068c3a
+# %% ../nbs/01_annotate.ipynb #e9ae72d0
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -868,7 +872,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #5a32ab3e
+# %% ../nbs/01_annotate.ipynb #fd1b8c63
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -894,7 +898,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #9480f708
+# %% ../nbs/01_annotate.ipynb #0f434d5d
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -910,7 +914,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #60bce9f2
+# %% ../nbs/01_annotate.ipynb #05ebee63
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -918,7 +922,8 @@ def annotate_cli():
 
 @annotate_cli.command("app")
 @click.option("--port", default=8866, show_default=True, help="port to listen on")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (beyond loopback needs FSML_TOKEN)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on (beyond loopback needs FSML_TOKEN)")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--cull-idle", default=900, show_default=True, help="seconds before an idle annotator's kernel stops")
 def app_command(port, host, project, cull_idle):
@@ -927,14 +932,15 @@ def app_command(port, host, project, cull_idle):
     check_listen(host, settings.token)
     get_project(connect(settings.db_url), project)
     command = voila_command(port, host, cull_idle, settings.token)
-    url = f"http://{host}:{port}/" + (f"?token={settings.token}&annotator=NAME" if settings.token else "?annotator=NAME")
+    query = f"?token={settings.token}&annotator=NAME" if settings.token else "?annotator=NAME"
+    url = f"http://{host}:{port}/{query}"
     click.echo(f"annotation app for {project!r}: {url}", err=False)
     sys.stdout.flush()
     env = dict(os.environ, FSML_ANNOTATE_PROJECT=project,
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #7b2b099f
+# %% ../nbs/01_annotate.ipynb #f85fbf97
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -972,9 +978,9 @@ def import_command(path, project, annotator, as_json):
     from fullstack_ml.cli import emit
 
     count = import_labels(connect(), project, path, annotator)
-    emit(dict(imported=count, project=project), as_json, f"imported {count} labels into {project!r}")
+    emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #060980b4
+# %% ../nbs/01_annotate.ipynb #3d836369
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -991,7 +997,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #85b8b56b
+# %% ../nbs/01_annotate.ipynb #d5e860e8
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set
@@ -1022,6 +1028,6 @@ def run_annotate(
             display(pd.DataFrame(report["annotators"]))
         if len(table):
             plot_classes(table, labels)
-    return dict(project=project, items=len(all_ids), queued=queued, weak_labels=weak, imported=imported,
-                labeled=report["labeled"], remaining=report["remaining"], by_source=report["by_source"],
-                kappa=report["kappa"], consensus_items=len(table))
+    return {"project": project, "items": len(all_ids), "queued": queued, "weak_labels": weak, "imported": imported,
+                "labeled": report["labeled"], "remaining": report["remaining"], "by_source": report["by_source"],
+                "kappa": report["kappa"], "consensus_items": len(table)}

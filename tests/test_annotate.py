@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import fsml
+
 from fullstack_ml import store
 from fullstack_ml.annotate import DIGITS, claim, enqueue, ensure_project, submit
 from fullstack_ml.store import annotations, connect, items, now, sha256_hex, tasks
@@ -30,7 +30,7 @@ def seed(db_url: str, n_items: int, overlap: int, project: str = "digits") -> li
     engine = connect(db_url)
     ids = [sha256_hex(f"item {i}".encode()) for i in range(n_items)]
     with engine.begin() as conn:
-        conn.execute(items.insert(), [dict(id=i, width=8, height=8, format="PNG", created_at=now()) for i in ids])
+        conn.execute(items.insert(), [{"id": i, "width": 8, "height": 8, "format": "PNG", "created_at": now()} for i in ids])
     ensure_project(engine, project, DIGITS, overlap)
     enqueue(engine, project, ids)
     engine.dispose()
@@ -60,7 +60,7 @@ def annotate_until_empty(db_url: str, project: str, annotator: str, batch: int, 
             label = label_for(item_id, annotator)
             submit(engine, project, item_id, annotator, label, seconds=0.1)
             submitted.append((item_id, label))
-    results.put(dict(annotator=annotator, claimed=claimed, submitted=submitted))
+    results.put({"annotator": annotator, "claimed": claimed, "submitted": submitted})
 
 
 def run_annotators(db_url: str, project: str, batch: int = 2) -> list:
@@ -159,7 +159,8 @@ def test_cli_status_export_import(fsml_home, tmp_path):
         submit(engine, "digits", item_id, person, "3", seconds=2.0)
         labelled.add(item_id)
     labels_file = tmp_path / "labels.jsonl"
-    labels_file.write_text("".join(json.dumps({"item": i, "label": "7", "annotator": "expert"}) + "\n" for i in ids[:2]))
+    rows = [{"item": i, "label": "7", "annotator": "expert"} for i in ids[:2]]
+    labels_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
     env = dict(os.environ)
     assert "imported 2" in fsml("annotate", "import", labels_file, env=env).stdout
     report = json.loads(fsml("annotate", "status", "--json", env=env).stdout)

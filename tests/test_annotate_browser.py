@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port, stop, wait_for_port
 from PIL import Image, ImageDraw
 
-from conftest import free_port, stop, wait_for_port
-from fullstack_ml.annotate import DIGITS, current_labels, annotation_history, enqueue, ensure_project
+from fullstack_ml.annotate import DIGITS, annotation_history, current_labels, enqueue, ensure_project
 from fullstack_ml.store import connect, items, now, open_files, put_blob
 
 
@@ -25,8 +25,8 @@ def make_digit_items(n: int, project: str = "digits") -> list:
         image.putpixel((i % 28, 27 - (i // 28) % 28), 200)  # distinct bytes, so distinct items
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
-        rows.append(dict(id=put_blob(files, buffer.getvalue()), width=28, height=28, format="PNG",
-                         created_at=now(), weak_label=str(i % 10)))
+        rows.append({"id": put_blob(files, buffer.getvalue()), "width": 28, "height": 28, "format": "PNG",
+                         "created_at": now(), "weak_label": str(i % 10)})
     with engine.begin() as conn:
         conn.execute(items.insert(), rows)
     ensure_project(engine, project, DIGITS, 1)
