@@ -1,0 +1,92 @@
+"""Training: it can learn, a resumed run matches an uninterrupted one, runs name their data, unknown labels fail."""
+import json
+
+import pytest
+import sqlalchemy as sa
+import torch
+from conftest import fsml
+from safetensors.torch import load as load_safetensors
+
+from fullstack_ml.annotate import enqueue, ensure_project, import_weak_labels
+from fullstack_ml.datasets import add_digit_items, snapshot
+from fullstack_ml.model import LABELS, Predictor, build_model
+from fullstack_ml.store import annotations, connect, now, open_files, runs
+from fullstack_ml.train import benchmark_data, fit, get_run, make_config, train
+
+SMALL = {"model": {"width": 8}, "batch_size": 32}
+
+
+def make_dataset(n: int = 120, labels=LABELS) -> str:
+    "A dataset version of `n` scikit-learn digits with their weak labels, in the current FSML_HOME."
+    engine, store = connect(), open_files()
+    ensure_project(engine, "digits", labels)
+    ids = add_digit_items(engine, store, range(n))
+    enqueue(engine, "digits", ids)
+    import_weak_labels(engine, "digits")
+    return snapshot(engine, store)
+
+
+def test_the_network_overfits_one_batch():
+    (images, targets), _ = benchmark_data()
+    batch = (images[:64], targets[:64])
+    config = make_config(epochs=60, lr=1e-2, batch_size=64, label_smoothing=0.0, model={"width": 8, "dropout": 0.0},
+                         augment={"rotate": 0.0, "scale": 0.0, "shift": 0.0, "shear": 0.0})
+    torch.manual_seed(0)
+    state = fit(build_model(config), config, batch, progress=False)
+    assert state["history"][-1]["train_accuracy"] >= 0.98
+    assert state["history"][-1]["train_loss"] < state["history"][0]["train_loss"] / 5
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(fsml_home):
+    version = make_dataset()
+    config = make_config(epochs=5, patience=100, **SMALL)
+    whole = train(version, config, progress=False)
+
+    def crash(record):
+        if record["epoch"] == 3:
+            raise KeyboardInterrupt  # as if the machine went away after epoch 3's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(version, config, progress=False, callbacks=[crash])
+    engine = connect()
+    with engine.connect() as conn:
+        failed = conn.execute(sa.select(runs.c.id).where(runs.c.status == "failed")).scalars().all()
+    assert len(failed) == 1 and failed[0] != whole["run_id"]
+    resumed = train(resume=failed[0], progress=False)
+    assert resumed["run_id"] == failed[0] and resumed["epochs"] == 5
+    assert abs(resumed["val_accuracy"] - whole["val_accuracy"]) <= 1e-6
+    store = open_files()
+    a = load_safetensors(store.read(get_run(whole["run_id"], engine)["checkpoint_path"]))
+    b = load_safetensors(store.read(get_run(resumed["run_id"], engine)["checkpoint_path"]))
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-5
+    assert get_run(resumed["run_id"], engine)["status"] == "done"
+
+
+def test_the_run_record_names_its_dataset_version_and_finds_its_weights(fsml_home):
+    version = make_dataset()
+    out = fsml("train", "--dataset", version[:8], "--epochs", "2", "--json")
+    summary = json.loads(out.stdout)
+    assert {"run_id", "dataset", "val_accuracy", "seconds"} <= set(summary)
+    assert summary["dataset"] == version
+    run = get_run(summary["run_id"])
+    assert (run["dataset_version"], run["kind"], run["status"]) == (version, "train", "done")
+    assert run["package_version"] and run["config"]["labels"] == LABELS
+    assert run["metrics"]["val_accuracy"] == summary["val_accuracy"] and run["meta"]["timings"]["seconds"] > 0
+    assert run["checkpoint_path"].endswith("weights.safetensors") and open_files().exists(run["checkpoint_path"])
+    answers = Predictor.from_run(summary["run_id"]).predict([torch.zeros(8, 8).numpy()])
+    assert set(answers[0]["scores"]) == set(LABELS)
+
+
+def test_a_dataset_with_a_label_the_model_does_not_know_fails_clearly(fsml_home):
+    engine = connect()
+    make_dataset(40, labels=LABELS + ["x"])  # a project whose label set has an eleventh label
+    from fullstack_ml.datasets import read_manifest
+
+    item = read_manifest().item_id[0]
+    with engine.begin() as conn:
+        conn.execute(annotations.insert().values(project="digits", item_id=item, annotator="ann", kind="label",
+                                                 label="x", created_at=now()))
+    version = snapshot(engine, open_files())
+    done = fsml("train", "--dataset", version, "--epochs", "1", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "label(s) ['x'] that the model does not know" in done.stderr
