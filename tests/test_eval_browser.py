@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from conftest import free_port, stop, wait_for_port
+from fullstack_ml.store import connect, tasks
 
 CLASSES = ["0", "1", "2"]
 # (true label, predicted label) of each item: cell (1, 2) holds three items, cell (2, 1) one
@@ -27,7 +29,7 @@ def _png(value: int) -> bytes:
 def seed_store() -> dict:
     "Items with distinct tiny images and one evaluation of them; returns {(true, predicted): [item ids]}."
     from fullstack_ml.eval import record_evaluation
-    from fullstack_ml.store import connect, items, now, open_files, put_blob
+    from fullstack_ml.store import items, now, open_files, put_blob
 
     engine, store = connect(), open_files()
     cells = {}
@@ -45,6 +47,8 @@ def seed_store() -> dict:
             labels.append(true)
             outputs.append({"label": predicted, "scores": {c: 0.8 if c == predicted else 0.1 for c in CLASSES}})
     record_evaluation(engine, "run-seeded", "v-seeded", "test", ids, labels, outputs, CLASSES)
+    from fullstack_ml.annotate import ensure_project
+    ensure_project(engine, "digits")
     return cells
 
 
@@ -86,5 +90,11 @@ def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser
     page.click(".fsml-grid .fsml-details >> nth=0")
     page.wait_for_selector(".fsml-detail .fsml-provenance", timeout=30_000)
     assert "handwritten digit 1" in page.inner_text(".fsml-detail")
+    shown = page.inner_text(".fsml-detail h4").split()[-1]  # the item id's first 16 characters
+    page.click(".fsml-detail .fsml-review")
+    page.wait_for_selector("text=queued for review at top priority", timeout=30_000)
+    with connect().connect() as conn:
+        queued = conn.execute(sa.select(tasks.c.item_id, tasks.c.priority, tasks.c.reason)).all()
+    assert [(q.item_id[:16], q.priority) for q in queued] == [(shown, 100)] and "eval app" in queued[0].reason
     page.screenshot(path=str(artifacts_dir / "eval_app.png"), full_page=True)
     page.close()
