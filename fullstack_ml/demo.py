@@ -139,8 +139,10 @@ def record_feedback(
     from fullstack_ml.annotate import enqueue, ensure_project, get_project
 
     engine, store = engine or connect(), store or open_files()
-    ensure_project(engine, project)
-    labels = get_project(engine, project)["labels"]
+    try:
+        labels = get_project(engine, project)["labels"]
+    except ValueError:  # a fresh store: the first correction starts the project (never reset an existing one)
+        labels = ensure_project(engine, project)["labels"]
     if str(label) not in labels:
         raise ValueError(f"label {label!r} is not one of project {project!r}'s labels {labels}; pick one of them")
     facts = describe_image(image, engine)
