@@ -109,3 +109,26 @@ def test_two_annotators_label_by_keyboard(fsml_home, browser, artifacts_dir):
         for context in contexts:
             context.close()
         stop(proc)
+
+
+@pytest.mark.slow
+def test_app_requires_the_token_when_one_is_set(fsml_home, monkeypatch):
+    import requests
+
+    make_digit_items(2)
+    monkeypatch.setenv("FSML_TOKEN", "s3cret")
+    port = free_port()
+    log_path = fsml_home.parent / "voila.log"
+    exe = Path(sys.executable).parent / "fsml"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(exe), "annotate", "app", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        assert f"http://127.0.0.1:{port}/?token=s3cret&annotator=NAME" in log_path.read_text()
+        for query in ("", "?token=wrong"):
+            refused = requests.get(f"http://127.0.0.1:{port}/{query}", allow_redirects=False, timeout=30)
+            assert refused.status_code in (302, 401, 403) and "fsml-annotate" not in refused.text
+        assert requests.get(f"http://127.0.0.1:{port}/?token=s3cret", timeout=60).status_code == 200
+    finally:
+        stop(proc)
