@@ -83,7 +83,8 @@ def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser
         page.wait_for_function(
             "n => document.querySelectorAll('.fsml-grid .fsml-item').length === n", arg=len(expected), timeout=30_000)
         assert shown_items(page) == expected, f"cell ({true}, {predicted})"
-        assert page.inner_text(".fsml-count") == str(len(expected))
+        page.wait_for_function("n => document.querySelector('.fsml-count').textContent === String(n)",
+                               arg=len(expected), timeout=30_000)
     page.click(".fsml-cm-1-2")
     page.wait_for_function("ids => [...document.querySelectorAll('.fsml-grid .fsml-item')].map(n => n.dataset.item)"
                            ".sort().join() === ids", arg=",".join(sorted(cells[("1", "2")])), timeout=30_000)
