@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,15 @@ import ipywidgets as widgets
 import requests
 import sqlalchemy as sa
 import traitlets
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .cli import emit
 from .pipeline import notebooks_dir
 from .settings import get_settings
-from .store import annotations, connect, items, now, open_files, put_blob, sha256_hex, write_transaction
+from fullstack_ml.store import (
+    annotations, connect, is_postgres, items, now, open_files, put_blob, sha256_hex, write_transaction,
+)
 
 # %% ../nbs/04a_demo.ipynb #52029eb6
 class ApiError(RuntimeError):
@@ -110,9 +115,9 @@ def predict_remote(
                        "again: your drawing is kept.") from None
     return {**result, "round_trip_ms": (time.perf_counter() - start) * 1000}
 
-# %% ../nbs/04a_demo.ipynb #f7df6342
+# %% ../nbs/04a_demo.ipynb #0161b740
 FEEDBACK_PRIORITY = 80  # queue priority of demo corrections: after suspected label errors (100), before the rest
-FEEDBACK_ANNOTATOR = "demo-visitor"  # who a feedback annotation is from
+FEEDBACK_ANNOTATOR = "demo-visitor"  # annotator of feedback; the demo page adds one id per visitor
 
 
 def describe_image(image: bytes, engine) -> dict:
@@ -132,6 +137,7 @@ def record_feedback(
     label: str,  # the label the visitor says is right
     prediction: dict | None = None,  # what the model answered: {label, scores, model, ...}
     project: str = "digits",
+    annotator: str = FEEDBACK_ANNOTATOR,  # who says so: the demo page passes one id per visitor
     engine=None,  # default: the settings' database
     store=None,  # default: the settings' file store
 ) -> dict:
@@ -150,17 +156,22 @@ def record_feedback(
     said = (prediction or {}).get("label")
     provenance = {"source": "demo", "via": "fsml demo app", "model": (prediction or {}).get("model"),
                   "predicted": said, "scores": (prediction or {}).get("scores"), "phash_256": facts["phash_256"]}
+    insert = (postgresql_insert if is_postgres(engine) else sqlite_insert)(items).values(
+        id=item_id, width=facts["width"], height=facts["height"], format=facts["format"], phash=facts["phash"],
+        group_id=facts["group_id"] or item_id, source_url=f"demo:{item_id}", origin="demo", created_at=now(),
+        meta=provenance)
     with write_transaction(engine) as conn:
-        if conn.execute(sa.select(items.c.id).where(items.c.id == item_id)).first() is None:
-            conn.execute(items.insert().values(
-                id=item_id, width=facts["width"], height=facts["height"], format=facts["format"], phash=facts["phash"],
-                group_id=facts["group_id"] or item_id, source_url=f"demo:{item_id}", caption=None, origin="demo",
-                created_at=now(), meta=provenance))
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["id"]))  # the same bytes twice: one item
         result = conn.execute(annotations.insert().values(
-            project=project, item_id=item_id, annotator=FEEDBACK_ANNOTATOR, kind="feedback", label=str(label),
+            project=project, item_id=item_id, annotator=annotator, kind="feedback", label=str(label),
             created_at=now(), meta=provenance))
     reason = f"demo feedback: {provenance['model'] or 'the model'} said {said!r}, a visitor says {str(label)!r}"
-    queued = enqueue(engine, project, [item_id], priority=FEEDBACK_PRIORITY, reason=reason)
+    for _ in range(3):
+        try:
+            queued = enqueue(engine, project, [item_id], priority=FEEDBACK_PRIORITY, reason=reason)
+            break
+        except sa.exc.IntegrityError:  # another visitor queued the same image at this instant: now it is queued
+            queued = 0
     return {"item_id": item_id, "annotation_id": result.inserted_primary_key[0], "label": str(label), "queued": queued}
 
 # %% ../nbs/04a_demo.ipynb #dfdcb072
@@ -281,7 +292,8 @@ def demo_app(
 ) -> widgets.VBox:
     "The demo page: draw or upload a digit, see the served model's answer, correct it."
     predict = predict or (lambda image: predict_remote(image, api_url, token))
-    feedback = feedback or (lambda image, label, answer: record_feedback(image, label, answer))
+    visitor = f"{FEEDBACK_ANNOTATOR}-{uuid.uuid4().hex[:8]}"  # one per page (Voila: one kernel per visitor)
+    feedback = feedback or (lambda image, label, answer: record_feedback(image, label, answer, annotator=visitor))
     page = page_widgets()
     reset(page)
     page.canvas.on_image(lambda image: ask(page, predict, image))

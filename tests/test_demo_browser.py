@@ -108,3 +108,28 @@ def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, bro
         page.close()
         for proc in (app, worker, api):
             stop(proc)
+
+
+def test_feedback_on_postgresql_twice_and_at_once(postgres_db, tmp_path):
+    "Corrections land on PostgreSQL too; the same image sent by two visitors at once is one item with two votes."
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fullstack_ml.annotate import export_labels
+    from fullstack_ml.demo import record_feedback
+    from fullstack_ml.store import connect, open_files
+
+    engine, store = connect(postgres_db), open_files(str(tmp_path / "files"))
+    _, png, _ = digit_splits()["test"][0]
+    with ThreadPoolExecutor(2) as pool:
+        saved = list(pool.map(lambda label: record_feedback(png, label, {"label": "0", "model": "digits@1"},
+                                                            annotator=f"visitor-{label}", engine=engine,
+                                                            store=store), ["5", "6"]))
+    assert saved[0]["item_id"] == saved[1]["item_id"]
+    rows = [row for row in export_labels(engine, "digits") if row["item"] == saved[0]["item_id"]]
+    assert sorted((row["annotator"], row["label"], row["kind"]) for row in rows) == [
+        ("visitor-5", "5", "feedback"), ("visitor-6", "6", "feedback")]
+    with engine.connect() as conn:
+        count = conn.exec_driver_sql("SELECT count(*) FROM items WHERE origin = 'demo'").scalar()
+        reason = conn.exec_driver_sql("SELECT reason FROM tasks").scalar()
+    assert count == 1 and "said '0'" in reason
+    engine.dispose()
