@@ -268,26 +268,33 @@ class NearDuplicates:
 
     def __init__(self, max_distance: int = 8):
         self.max_distance = max_distance
-        self.bits = np.zeros((0, 256), dtype=bool)  # (items, 256)
+        self.words = np.zeros((0, 4), dtype=np.uint64)  # (items, 4): each 256-bit hash as four 64-bit words
         self.groups: list[str] = []
 
     @staticmethod
-    def _bits(phash_hex: str) -> np.ndarray:
-        "(256,) bools; the same bit order for every hash is all a Hamming distance needs."
-        return np.unpackbits(np.frombuffer(bytes.fromhex(phash_hex), dtype=np.uint8)).astype(bool)
+    def _words(phash_hex: str) -> np.ndarray:
+        return np.frombuffer(bytes.fromhex(phash_hex), dtype=np.uint64)  # (4,)
 
     def find(self, phash_hex: str) -> str | None:
         if not self.groups:
             return None
-        distances = (self.bits[: len(self.groups)] != self._bits(phash_hex)).sum(axis=1)
+        differ = self.words[: len(self.groups)] ^ self._words(phash_hex)  # (items, 4)
+        distances = _popcount(differ).sum(axis=1)
         best = int(distances.argmin())
         return self.groups[best] if distances[best] <= self.max_distance else None
 
     def add(self, phash_hex: str, group_id: str) -> None:
-        if len(self.groups) == len(self.bits):  # grow by doubling: O(1) amortised per add
-            self.bits = np.concatenate([self.bits, np.zeros((max(64, len(self.bits)), 256), dtype=bool)])
-        self.bits[len(self.groups)] = self._bits(phash_hex)
+        if len(self.groups) == len(self.words):  # grow by doubling: O(1) amortised per add
+            self.words = np.concatenate([self.words, np.zeros((max(64, len(self.words)), 4), dtype=np.uint64)])
+        self.words[len(self.groups)] = self._words(phash_hex)
         self.groups.append(group_id)
+
+
+def _popcount(words: np.ndarray) -> np.ndarray:
+    "Set bits per uint64 (numpy 2 has it built in)."
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    return np.unpackbits(words.view(np.uint8), axis=-1).reshape(*words.shape, 64).sum(axis=-1)
 
 # %% ../nbs/00_collect.ipynb #cc1da281
 def _upsert(conn, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
