@@ -96,7 +96,10 @@ function clearResult() {
 }
 
 const ready = loadModel();
-ready.catch((error) => setStatus(`The model could not be loaded: ${error.message || error}`, "error"));
+ready.catch((error) => setStatus(window.location.protocol === "file:"
+  ? "Browsers do not run this page from a file: serve its folder with any static web server, for example " +
+    "`python -m http.server -d DIR`, and open it there."
+  : `The model could not be loaded: ${error.message || error}`, "error"));
 
 const settings = { size: 280, line_width: 22, delay_ms: 300 };
 const canvasModel = {  // what digit_canvas.js needs from anywidget's model, answered in the page
