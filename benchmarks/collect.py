@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1797, help="digits in the demo gallery")
     parser.add_argument("--max-pages", type=int, default=40)
     parser.add_argument("--max-depth", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is reported")
     parser.add_argument("--scrapy-child", metavar="URL")
     parser.add_argument("--out")
     args = parser.parse_args()
