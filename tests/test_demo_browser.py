@@ -1,5 +1,6 @@
 """The demo page in headless Chromium, against real processes: `fsml serve api`, `fsml serve worker` and
-`fsml demo app` (Voila) on free loopback ports, with a small model trained for the test and promoted to production.
+`fsml demo app` (Voila) on free loopback ports, all with FSML_TOKEN set, and a small model trained for the test and
+promoted to production.
 Draw -> a prediction naming the model version; upload a digit -> the right label; a correction -> a feedback
 label in `fsml annotate export` and a demo item in `fsml items`; the API stopped -> a plain-words error, drawing
 kept, and "Try again" answers once it is back. Screenshots go to test-artifacts/."""
@@ -41,7 +42,8 @@ def ink_on_canvas(page) -> int:
 def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, browser, artifacts_dir, tmp_path):
     model = publish_quick_model()
     api_port, voila_port = free_port(), free_port()
-    env = {**os.environ, "FSML_API_URL": f"http://127.0.0.1:{api_port}"}
+    # with FSML_TOKEN set, Voila wants it in the URL and the page sends it to the API as a bearer token
+    env = {**os.environ, "FSML_API_URL": f"http://127.0.0.1:{api_port}", "FSML_TOKEN": "demo-test-token"}
     logs = {name: tmp_path / f"{name}.log" for name in ("api", "worker", "app")}
     api = start("serve", "api", "--port", str(api_port), env=env, log=logs["api"])
     worker = start("serve", "worker", "--batch-size", "4", "--max-delay-ms", "5", env=env, log=logs["worker"])
@@ -50,8 +52,9 @@ def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, bro
     try:
         wait_for_port(api_port, timeout=60, proc=api)
         wait_for_port(voila_port, timeout=90, proc=app)
-        assert f"http://127.0.0.1:{voila_port}/" in logs["app"].read_text().splitlines()[0]  # it prints its URL
-        page.goto(f"http://127.0.0.1:{voila_port}/", timeout=180_000)
+        url = logs["app"].read_text().splitlines()[0].split(": ", 1)[1]  # the command prints its URL first
+        assert url == f"http://127.0.0.1:{voila_port}/?token=demo-test-token"
+        page.goto(url, timeout=180_000)
         page.wait_for_selector("canvas.fsml-canvas", timeout=180_000)
 
         # draw a stroke: the bitmap goes to the API, the answer names the model version that gave it
