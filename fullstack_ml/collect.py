@@ -868,7 +868,7 @@ def demo_site_command(port, n_images):
     try:
         site = DemoSite(port, n_images)
     except OSError as error:
-        raise OSError(f"cannot listen on 127.0.0.1:{port} ({error.strerror}); pass --port with a free port") from None
+        raise RuntimeError(f"cannot listen on 127.0.0.1:{port} ({error.strerror}); pass --port with a free port") from None
     click.echo(f"demo site: {site.url} ({n_images} images); Ctrl-C to stop", err=True)
     click.echo(site.url)
     sys.stdout.flush()

@@ -413,6 +413,8 @@ def test_demo_site_and_cli_reports(tmp_path):
         assert len(text.splitlines()) == 130
         bad = fsml("collect", "not-a-url", env=_env(tmp_path), check=False)
         assert bad.returncode == 1 and bad.stderr.startswith("fsml: error:") and "Traceback" not in bad.stderr
+        taken = fsml("demo-site", "--port", str(port), env=_env(tmp_path), check=False)
+        assert taken.returncode == 1 and "pass --port with a free port" in taken.stderr
     finally:
         stop(server)
 
