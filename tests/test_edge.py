@@ -1,6 +1,8 @@
 """The edge demo: `fsml demo static` from a real registry artifact; ONNX agrees with PyTorch, the page's JavaScript
-preprocessing equals the Python one bit for bit, and in Chromium the page predicts with no request to any other
-origin. Writes test-artifacts/edge_demo.png and edge_demo.json (site size, time to first prediction)."""
+preprocessing equals the Python one bit for bit, and in Chromium the page predicts (upload, drawing, then the whole
+test split through the page's own decode -> preprocess.js -> onnxruntime-web path, against PyTorch) with no request
+to any other origin. Writes test-artifacts/edge_demo.png and edge_demo.json (site size, time to first prediction)."""
+import base64
 import io
 import json
 import os
@@ -140,6 +142,18 @@ def test_page_predicts_in_the_browser_with_no_request_elsewhere(edge_site, brows
         page.wait_for_function("() => window.fsmlTiming.predictions >= 2", timeout=30_000)
         assert page.get_attribute("#label", "data-label") in info["labels"]
         timing = page.evaluate("window.fsmlTiming")
+
+        # the whole test split through the page's own path (browser decode, preprocess.js, onnxruntime-web)
+        test = digit_splits()["test"]
+        start = time.time()
+        in_browser = page.evaluate("""async (images) => {
+            const out = [];
+            for (const data of images) {
+                const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+                out.push((await window.fsmlClassify(new Blob([bytes], { type: "image/png" }))).scores);
+            }
+            return out; }""", [base64.b64encode(png).decode() for _, png, _ in test])
+        browser_s = time.time() - start
         violations = page.evaluate("window.fsmlViolations")
         page.screenshot(path=str(artifacts_dir / "edge_demo.png"), full_page=True)
     finally:
@@ -150,11 +164,25 @@ def test_page_predicts_in_the_browser_with_no_request_elsewhere(edge_site, brows
     elsewhere = [url for url in requests if urlparse(url).scheme not in ("data", "blob")
                  and not url.startswith(origin + "/")]
     assert not elsewhere, f"requests left for other origins: {elsewhere}"
+    from fullstack_ml import registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FSML_HOME", str(edge_site["home"]))
+        predictor = registry.load(edge_site["report"]["model"]).predictor
+    torch_scores = predictor.predict_proba(predictor.preprocessing.batch([png for _, png, _ in test])).numpy()
+    in_browser = np.asarray(in_browser, dtype=np.float32)
+    assert (in_browser.argmax(1) == torch_scores.argmax(1)).all()
+    assert np.abs(in_browser - torch_scores).max() < 1e-4
+    truth = np.asarray([predictor.labels.index(label) for _, _, label in test])
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and p.name != "upload.png")
     figures = {"site_bytes": size, "site_mb": round(size / 1e6, 2), "files": len(edge_site["report"]["files"]),
                "build_s": edge_site["report"]["build_s"], "model_ready_ms": round(timing["modelReadyMs"], 1),
                "first_inference_ms": round(timing["firstPredictionMs"], 2),
                "time_to_first_prediction_ms": round(timing["modelReadyMs"] + timing["firstPredictionMs"], 1),
-               "open_to_first_upload_prediction_s": round(first_prediction_s, 2), "requests": len(requests)}
+               "open_to_first_upload_prediction_s": round(first_prediction_s, 2), "requests": len(requests),
+               "test_split_in_browser": {"images": len(test), "seconds": round(browser_s, 2),
+                                         "same_top_label_as_pytorch": 1.0,
+                                         "max_score_difference": float(np.abs(in_browser - torch_scores).max()),
+                                         "accuracy": float((in_browser.argmax(1) == truth).mean())}}
     (artifacts_dir / "edge_demo.json").write_text(json.dumps(figures, indent=2))
     print("edge demo:", json.dumps(figures))
