@@ -13,7 +13,7 @@ __all__ = ['confusion', 'per_class_metrics', 'accuracy', 'reliability', 'expecte
            'filter_predictions', 'send_to_review', 'EvalApp', 'eval_app', 'eval_cli', 'app_command',
            'show_label_issues', 'run_eval']
 
-# %% ../nbs/03_eval.ipynb #f52ba5b3
+# %% ../nbs/03_eval.ipynb #c79e41b3
 import base64
 import hashlib
 import html
@@ -30,7 +30,7 @@ from .cli import emit
 from .store import (annotations, connect, evaluations, get_blob, items, now, open_files, predictions, runs,
                                 write_transaction)
 
-# %% ../nbs/03_eval.ipynb #220391c3
+# %% ../nbs/03_eval.ipynb #99be11a5
 def confusion(labels, predicted, classes) -> np.ndarray:
     "Counts of (true label, predicted label) pairs: rows are true labels, columns predictions."
     index = {c: i for i, c in enumerate(classes)}
@@ -60,7 +60,7 @@ def accuracy(matrix: np.ndarray) -> float:
     total = matrix.sum()
     return float(np.trace(matrix) / total) if total else float("nan")
 
-# %% ../nbs/03_eval.ipynb #22b3103a
+# %% ../nbs/03_eval.ipynb #707d4d0c
 def reliability(confidence, correct, bins: int = 10) -> pd.DataFrame:
     "Per non-empty confidence bin: count, mean confidence and accuracy (scikit-learn's binning)."
     confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
@@ -81,7 +81,7 @@ def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     gaps = (table["accuracy"] - table["confidence"]).abs()
     return float((gaps * table["count"]).sum() / table["count"].sum())
 
-# %% ../nbs/03_eval.ipynb #2adbe87f
+# %% ../nbs/03_eval.ipynb #b5c633b9
 def plot_confusion(matrix: np.ndarray, classes, ax=None):
     "Draw a confusion matrix with counts in the cells."
     import matplotlib.pyplot as plt
@@ -122,7 +122,7 @@ def plot_confidence_histogram(confidence, correct, bins: int = 20, ax=None):
     ax.legend()
     return ax
 
-# %% ../nbs/03_eval.ipynb #bf6f9a2e
+# %% ../nbs/03_eval.ipynb #b4eda08c
 def mcnemar(b: int, c: int) -> dict:
     "McNemar's test on the flip counts b (A right, B wrong) and c (A wrong, B right)."
     n = b + c
@@ -132,7 +132,7 @@ def mcnemar(b: int, c: int) -> dict:
     chi2 = (abs(b - c) - 1) ** 2 / n if abs(b - c) > 1 else 0.0
     return {"b": b, "c": c, "exact_p": min(1.0, 2 * tail), "chi2": chi2, "chi2_p": math.erfc(math.sqrt(chi2 / 2))}
 
-# %% ../nbs/03_eval.ipynb #4dc2544e
+# %% ../nbs/03_eval.ipynb #9319cfd9
 def bootstrap_difference(correct_a, correct_b, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     "Accuracy of B minus A on the same items, with a percentile bootstrap interval over items."
     correct_a, correct_b = np.asarray(correct_a, float), np.asarray(correct_b, float)
@@ -157,7 +157,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, rounds: int = 2000, seed: int = 0)
             "mcnemar": mcnemar(int(worse.sum()), int(better.sum())),
             "bootstrap": bootstrap_difference(right_a, right_b, rounds=rounds, seed=seed)}
 
-# %% ../nbs/03_eval.ipynb #cd1d61b2
+# %% ../nbs/03_eval.ipynb #0964e5ca
 def class_thresholds(probabilities: np.ndarray, given: np.ndarray) -> np.ndarray:
     "Per class j: mean predicted probability of j over the items labelled j (t_j)."
     classes = probabilities.shape[1]
@@ -175,7 +175,7 @@ def confident_joint(probabilities: np.ndarray, given: np.ndarray) -> tuple[np.nd
     joint = _ratio(joint, joint.sum(axis=1, keepdims=True)) * labelled[:, None]  # rows sum to the label counts
     return joint, confident
 
-# %% ../nbs/03_eval.ipynb #95215103
+# %% ../nbs/03_eval.ipynb #07f3c666
 def find_label_issues(probabilities: np.ndarray, given: np.ndarray, method: str = "prune_by_noise_rate") -> np.ndarray:
     "Boolean mask of items whose given label is probably wrong, by confident learning."
     probabilities, given = np.asarray(probabilities, float), np.asarray(given, int)
@@ -198,7 +198,7 @@ def find_label_issues(probabilities: np.ndarray, given: np.ndarray, method: str 
         issues = {"prune_by_noise_rate": by_rate, "prune_by_class": by_class, "both": by_rate & by_class}[method]
     return issues & (probabilities.argmax(axis=1) != given)
 
-# %% ../nbs/03_eval.ipynb #3efd7f18
+# %% ../nbs/03_eval.ipynb #e7c77fa8
 def _probability_model(seed: int):
     "An RBF SVM with libsvm's pairwise-coupled probabilities (on the demo: precision 0.98 vs 0.83 calibrated OvR)."
     from sklearn.calibration import CalibratedClassifierCV
@@ -235,7 +235,7 @@ def out_of_sample_probabilities(train_x, train_y, other_x=None, classes: int | N
     other_p = None if other_x is None or not len(other_x) else _fit_predict(train_x, train_y, other_x, classes, seed)
     return train_p, other_p
 
-# %% ../nbs/03_eval.ipynb #18697dc0
+# %% ../nbs/03_eval.ipynb #e9938610
 def summarize(frame: pd.DataFrame, classes, bins: int = 10) -> dict:
     "Headline metrics of predictions (columns label, predicted, confidence)."
     matrix = confusion(frame["label"], frame["predicted"], classes)
@@ -270,7 +270,7 @@ def record_evaluation(engine, model: str, dataset_version: str, split: str, item
                                             .to_dict("records")])
     return evaluation_id
 
-# %% ../nbs/03_eval.ipynb #666f4e31
+# %% ../nbs/03_eval.ipynb #d144108a
 def list_evaluations(engine) -> pd.DataFrame:
     "Every stored evaluation, newest first (id, model, dataset_version, split, accuracy, created_at)."
     with engine.connect() as conn:
@@ -299,7 +299,7 @@ def load_evaluation(engine, evaluation_id: str | None = None) -> tuple[dict, pd.
     frame["suggested"] = frame["item_id"].map(lambda item: issues.get(item, {}).get("suggested"))
     return record, frame.sort_values("loss", ascending=False, ignore_index=True)
 
-# %% ../nbs/03_eval.ipynb #a3fd374d
+# %% ../nbs/03_eval.ipynb #9909bbd9
 def compare_evaluations(engine, a_id: str, b_id: str, rounds: int = 2000) -> dict:
     "Compare two stored evaluations item by item (flips, McNemar, bootstrap interval)."
     (record_a, frame_a), (record_b, frame_b) = load_evaluation(engine, a_id), load_evaluation(engine, b_id)
@@ -307,7 +307,7 @@ def compare_evaluations(engine, a_id: str, b_id: str, rounds: int = 2000) -> dic
     return {"a": {"id": a_id, "model": record_a["model"]}, "b": {"id": b_id, "model": record_b["model"]},
             **compare(frame_a[columns], frame_b[columns], rounds=rounds)}
 
-# %% ../nbs/03_eval.ipynb #cfa4735e
+# %% ../nbs/03_eval.ipynb #31c4604b
 def newest_run(engine) -> str:
     "The id of the newest finished training run."
     with engine.connect() as conn:
@@ -335,7 +335,7 @@ def load_model(model: str | None = None, engine=None, store=None) -> tuple[str, 
     loaded = registry.load(model, engine, store)
     return loaded.ref, loaded.predictor
 
-# %% ../nbs/03_eval.ipynb #46da5925
+# %% ../nbs/03_eval.ipynb #c83442ed
 def image_features(store, item_ids, preprocessing=None) -> np.ndarray:
     "Flattened preprocessed pixels of each item (batch, pixels), through the shared `Preprocessing`."
     from fullstack_ml.model import Preprocessing
@@ -356,11 +356,13 @@ def dataset_label_issues(manifest: pd.DataFrame, features: np.ndarray, classes, 
         probabilities[~train] = other
     suspects = np.flatnonzero(find_label_issues(probabilities, given, method))
     score = 1 - probabilities[suspects, given[suspects]]  # 1 - self-confidence: higher is more likely wrong
+    sources = manifest["source"].where(manifest["source"].notna(), None) if "source" in manifest \
+        else pd.Series([None] * len(manifest))
     return [{"item": manifest["item_id"].iloc[i], "split": manifest["split"].iloc[i], "label": classes[given[i]],
-             "suggested": classes[int(probabilities[i].argmax())], "score": round(float(s), 4)}
-            for i, s in sorted(zip(suspects, score), key=lambda pair: -pair[1])]
+             "suggested": classes[int(probabilities[i].argmax())], "score": round(float(s), 4),
+             "source": sources.iloc[i]} for i, s in sorted(zip(suspects, score), key=lambda pair: -pair[1])]
 
-# %% ../nbs/03_eval.ipynb #1a3d2e2f
+# %% ../nbs/03_eval.ipynb #ba5e24c5
 def queue_label_issues(engine, issues: list[dict], project: str = "digits") -> int:
     "Send suspected label errors to the top of the annotation queue, each with its reason."
     for issue in issues:
@@ -368,7 +370,7 @@ def queue_label_issues(engine, issues: list[dict], project: str = "digits") -> i
                        f"looks like {issue['suggested']} (score {issue['score']:.2f})")
     return len(issues)
 
-# %% ../nbs/03_eval.ipynb #49c6cfee
+# %% ../nbs/03_eval.ipynb #2db1a5be
 def predict_items(predictor, store, item_ids, batch_size: int = 256) -> list[dict]:
     "The predictor's {label, scores} for each item, read from the file store in batches."
     outputs = []
@@ -404,14 +406,14 @@ def evaluate(model: str | None = None, dataset_version: str | None = None, split
             note = f"label-error search skipped: {error}"
     evaluation_id = record_evaluation(engine, name, version, split, part["item_id"], part["label"], outputs,
                                       predictor.labels, meta={"label_issues": issues, "note": note})
-    queued = queue_label_issues(engine, issues, project) if queue else 0
+    queued = queue_label_issues(engine, [i for i in issues if i["source"] != "review"], project) if queue else 0
     record, _ = load_evaluation(engine, evaluation_id)
     metrics = record["metrics"]
     return {"evaluation": evaluation_id, "model": name, "dataset": version, "split": split, "items": metrics["items"],
             "accuracy": metrics["accuracy"], "ece": metrics["ece"], "per_class": metrics["per_class"],
             "confusion": metrics["confusion"], "label_issues": issues, "queued": queued, "note": note}
 
-# %% ../nbs/03_eval.ipynb #42be3252
+# %% ../nbs/03_eval.ipynb #2e2481fe
 import ipywidgets as widgets
 
 
@@ -459,17 +461,18 @@ def _confusion_buttons(matrix, classes, on_click) -> widgets.GridBox:
             cells.append(button)
     return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns=f"70px repeat({size}, 46px)"))
 
-# %% ../nbs/03_eval.ipynb #8705d383
+# %% ../nbs/03_eval.ipynb #1410753f
 def _headline(record: dict, frame: pd.DataFrame) -> widgets.HTML:
     "Model, data and the headline numbers of one evaluation."
     metrics = record["metrics"] or {}
     suspects = int(frame["suspect"].sum())
+    in_version = len((record["meta"] or {}).get("label_issues", []))
     return widgets.HTML(
         f'<h3>Evaluation</h3><div class="fsml-headline"><b>{html.escape(str(record["model"]))}</b> on dataset '
         f'<code>{html.escape(str(record["dataset_version"])[:12])}</code> ({html.escape(record["split"])}): '
         f'accuracy <b>{metrics.get("accuracy", float("nan")):.4f}</b> · ECE {metrics.get("ece", float("nan")):.4f} '
         f'· {metrics.get("items", len(frame))} items · {int((frame["label"] != frame["predicted"]).sum())} wrong '
-        f'· {suspects} suspected label errors</div>')
+        f'· {suspects} suspected label errors here, {in_version} in the whole dataset version</div>')
 
 
 def filter_predictions(frame: pd.DataFrame, label=None, predicted=None, outcome: str = "all",
@@ -487,7 +490,7 @@ def filter_predictions(frame: pd.DataFrame, label=None, predicted=None, outcome:
     ascending = {"loss": False, "confidence": True}[sort]
     return frame[keep].sort_values(sort, ascending=ascending, kind="stable")
 
-# %% ../nbs/03_eval.ipynb #a413c25a
+# %% ../nbs/03_eval.ipynb #00d77057
 def _provenance(engine, item_id: str) -> str:
     "Where an item came from and every label anyone gave it, as HTML."
     with engine.connect() as conn:
@@ -514,7 +517,7 @@ def send_to_review(engine, item_ids, project: str = "digits", reason: str = "sus
         enqueue(engine, project, item_ids, priority=100, reason=reason)
     return len(item_ids)
 
-# %% ../nbs/03_eval.ipynb #ccb5019a
+# %% ../nbs/03_eval.ipynb #43fa7a9e
 class EvalApp:
     "The evaluation app's state: one evaluation (and maybe a second to compare), filters, selection."
 
@@ -654,7 +657,7 @@ def eval_app(evaluation_id: str | None = None, engine=None, store=None, project:
     evaluation_id = evaluation_id or _query_parameter("evaluation")
     return EvalApp(evaluation_id, engine, store, project).widget()
 
-# %% ../nbs/03_eval.ipynb #0b64abde
+# %% ../nbs/03_eval.ipynb #9149579b
 def _report_text(result: dict) -> str:
     lines = [(f"evaluation {result['evaluation']}: model {result['model']} on dataset {result['dataset'][:12]} "
               f"({result['split']}, {result['items']} items)"),
@@ -688,7 +691,7 @@ def app_command(host, port):
     from fullstack_ml.apps import serve_app
     serve_app("eval", port, host)
 
-# %% ../nbs/03_eval.ipynb #47f29eb8
+# %% ../nbs/03_eval.ipynb #a021fde6
 def show_label_issues(issues: list[dict], store=None, count: int = 24):
     "Draw the most likely label errors with their given and suggested labels."
     import matplotlib.pyplot as plt
