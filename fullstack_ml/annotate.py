@@ -13,7 +13,7 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
            'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #6138e5cd
+# %% ../nbs/01_annotate.ipynb #842a03a6
 import base64
 import csv
 import io
@@ -42,7 +42,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #04161f9c
+# %% ../nbs/01_annotate.ipynb #526be639
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -83,7 +83,7 @@ def get_project(engine: Engine, name: str) -> dict:
         _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #c316bcc7
+# %% ../nbs/01_annotate.ipynb #61b2e635
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
 _undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
@@ -108,7 +108,7 @@ def _lease_count(item_column, except_annotator: bool = False):
         where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #027e1396
+# %% ../nbs/01_annotate.ipynb #1bb17ebf
 _lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
 
 
@@ -130,7 +130,7 @@ def _queue_transaction(engine: Engine):
     finally:
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
-# %% ../nbs/01_annotate.ipynb #28be6f44
+# %% ../nbs/01_annotate.ipynb #8060bf24
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -148,7 +148,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #6f8b908b
+# %% ../nbs/01_annotate.ipynb #91c103d0
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -195,7 +195,7 @@ def enqueue(
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #a23934c5
+# %% ../nbs/01_annotate.ipynb #38c0d51a
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
@@ -203,10 +203,10 @@ class LeaseLost(RuntimeError):
 _mine, _own = annotations.alias("mine"), leases.alias("own_lease")
 _ELIGIBLE = [  # a task row :p_annotator may claim at :p_at
     tasks.c.project == _project,
-    ~sa.exists().where(_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project,
-                       _mine.c.annotator == _annotator),
-    ~sa.exists().where(_own.c.project == _project, _own.c.item_id == tasks.c.item_id, _own.c.annotator == _annotator,
-                       _own.c.expires_at > _at),
+    sa.select(sa.func.count()).where(_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project,
+                                     _mine.c.annotator == _annotator).scalar_subquery() == 0,
+    sa.select(sa.func.count()).where(_own.c.project == _project, _own.c.item_id == tasks.c.item_id,
+                                     _own.c.annotator == _annotator, _own.c.expires_at > _at).scalar_subquery() == 0,
     _human_count(tasks.c.item_id) + _lease_count(tasks.c.item_id) < tasks.c.overlap,
 ]
 _ORDER = (tasks.c.priority.desc(), tasks.c.rank.desc())  # walks the index ix_tasks_order backwards
@@ -232,7 +232,7 @@ def _upsert_lease(dialect: str):
                                         set_={"expires_at": insert.excluded.expires_at,
                                                   "created_at": insert.excluded.created_at})
 
-# %% ../nbs/01_annotate.ipynb #862571b3
+# %% ../nbs/01_annotate.ipynb #fca238f1
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
     "Claim inside an open write transaction (see `claim`)."
     at = now()
@@ -290,7 +290,7 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #aa4eb47b
+# %% ../nbs/01_annotate.ipynb #bc47df9a
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -326,7 +326,7 @@ def _lock_task(conn, engine: Engine, project: str, item_id: str):
     query = _TASK_LOCKED if is_postgres(engine) else _TASK
     return conn.execute(query, {"p_project": project, "p_item": item_id}).first()
 
-# %% ../nbs/01_annotate.ipynb #f5b07713
+# %% ../nbs/01_annotate.ipynb #babd19f8
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
@@ -353,7 +353,7 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
            "seconds": seconds, "created_at": at, "meta": meta or None}
     return conn.execute(annotations.insert(), row).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #9f324673
+# %% ../nbs/01_annotate.ipynb #88f80b43
 def submit(
     engine: Engine,
     project: str,
@@ -387,7 +387,7 @@ def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: fl
             "project": project, "item_id": item_id, "annotator": annotator, "kind": "skip", "seconds": seconds,
             "created_at": now()}).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #154acc53
+# %% ../nbs/01_annotate.ipynb #1af584d5
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -428,7 +428,7 @@ def undo(
                                                               "created_at": at})
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #aee0452f
+# %% ../nbs/01_annotate.ipynb #00165fa5
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
@@ -462,7 +462,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #e9216250
+# %% ../nbs/01_annotate.ipynb #b588e55e
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -491,7 +491,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #36951e7b
+# %% ../nbs/01_annotate.ipynb #39c87ce4
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -519,7 +519,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #5534146b
+# %% ../nbs/01_annotate.ipynb #b70170ae
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -552,7 +552,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #a174297f
+# %% ../nbs/01_annotate.ipynb #d0718f81
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -579,7 +579,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #8d167183
+# %% ../nbs/01_annotate.ipynb #ead7d045
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -614,7 +614,7 @@ def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #919529fd
+# %% ../nbs/01_annotate.ipynb #e3a551c4
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -633,7 +633,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
                           "agreement": None if agree is None else round(float(agree), 3)})
     return stats
 
-# %% ../nbs/01_annotate.ipynb #546cee30
+# %% ../nbs/01_annotate.ipynb #a920c4f8
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -652,7 +652,7 @@ def status(engine: Engine, project: str = "digits") -> dict:
                 "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
                 "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"]}
 
-# %% ../nbs/01_annotate.ipynb #9f432449
+# %% ../nbs/01_annotate.ipynb #94257616
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -678,7 +678,7 @@ def item_payloads(engine: Engine, store, item_ids: list) -> list:
                              "hint": row.weak_label})
     return payloads
 
-# %% ../nbs/01_annotate.ipynb #ffb04982
+# %% ../nbs/01_annotate.ipynb #1b37e023
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -727,7 +727,7 @@ class AnnotationSession:
             return
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #5599b84f
+# %% ../nbs/01_annotate.ipynb #88508081
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -834,7 +834,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #9294fc7b
+# %% ../nbs/01_annotate.ipynb #3bb905bd
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -854,7 +854,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #981336bc
+# %% ../nbs/01_annotate.ipynb #ebea16f8
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -873,7 +873,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #6179d29c
+# %% ../nbs/01_annotate.ipynb #69515d23
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -903,7 +903,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #a1f7a013
+# %% ../nbs/01_annotate.ipynb #bdffa8c3
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -919,7 +919,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #1caec913
+# %% ../nbs/01_annotate.ipynb #7732ffa7
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -945,7 +945,7 @@ def app_command(port, host, project, cull_idle):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #6c6ebef3
+# %% ../nbs/01_annotate.ipynb #c123e4f7
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -985,7 +985,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #76e62008
+# %% ../nbs/01_annotate.ipynb #8eaa4792
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -1002,7 +1002,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #e8c4eca0
+# %% ../nbs/01_annotate.ipynb #c5405c68
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set
