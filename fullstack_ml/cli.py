@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/cli.html.md"""
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SUBCOMMANDS', 'emit', 'FsmlGroup', 'main', 'pipeline']
 
-# %% ../nbs/core/cli.ipynb #90282d77
+# %% ../nbs/core/cli.ipynb #8b118d72
 import importlib
 import json
 import os
@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 
-# %% ../nbs/core/cli.ipynb #e71a6003
+# %% ../nbs/core/cli.ipynb #addb372b
 def emit(data, as_json: bool, text: str | None = None) -> None:
     "Print `data` as one JSON object (or JSON lines for a list) with `--json`, else `text` for people."
     if as_json:
@@ -27,14 +27,14 @@ def emit(data, as_json: bool, text: str | None = None) -> None:
     else:
         click.echo(text if text is not None else json.dumps(data, indent=2, default=str))
 
-# %% ../nbs/core/cli.ipynb #04e92e71
+# %% ../nbs/core/cli.ipynb #03a412fe
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError, RuntimeError)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
-# %% ../nbs/core/cli.ipynb #515f96da
+# %% ../nbs/core/cli.ipynb #bcb83227
 SUBCOMMANDS = {  # name -> (module, attribute); imported only when the subcommand runs
     "demo-site": ("fullstack_ml.collect", "demo_site_command"),
     "collect": ("fullstack_ml.collect", "collect_command"),
@@ -70,19 +70,21 @@ class FsmlGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own exits and usage errors (some are RuntimeErrors) keep click's handling
         except USER_ERRORS as error:
             if os.environ.get("FSML_DEBUG"):
                 raise
             click.echo(f"fsml: error: {_one_line(error)}", err=True)
             sys.exit(1)
 
-# %% ../nbs/core/cli.ipynb #c1724aa1
+# %% ../nbs/core/cli.ipynb #5d540ec1
 @click.group(cls=FsmlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fsml")
 def main():
     "fullstack_ml: collect, annotate, version, train, evaluate and serve, on one store."
 
-# %% ../nbs/core/cli.ipynb #604552bd
+# %% ../nbs/core/cli.ipynb #e460dbca
 @main.command()
 @click.option("--profile", default="default", show_default=True, help="profile of pipeline.yml (or of --config)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with more profiles")
