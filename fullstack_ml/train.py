@@ -8,7 +8,7 @@ __all__ = ['TRAIN_DEFAULTS', 'make_config', 'pick_device', 'set_threads', 'epoch
            'get_run', 'run_benchmark', 'benchmark_table', 'check_labels', 'plot_history', 'train', 'finish_run',
            'train_command', 'run_train']
 
-# %% ../nbs/02_train.ipynb #09232798
+# %% ../nbs/02_train.ipynb #b6a74efc
 import io
 import math
 import os
@@ -28,7 +28,7 @@ import fullstack_ml
 from .model import LABELS, MODEL_DEFAULTS, Preprocessing, build_model, weights_to_bytes
 from .store import connect, now, open_files, runs, write_transaction
 
-# %% ../nbs/02_train.ipynb #37dc005d
+# %% ../nbs/02_train.ipynb #86e1f0b6
 TRAIN_DEFAULTS = {
     "epochs": 30,  # passes over the training split
     "batch_size": 64,
@@ -53,7 +53,7 @@ def make_config(**overrides) -> dict:
             else value
     return config
 
-# %% ../nbs/02_train.ipynb #42fbd917
+# %% ../nbs/02_train.ipynb #5a4156d1
 def pick_device(device: str | None = None) -> torch.device:
     "The device to train on: `device` when given, else CUDA when available, else CPU."
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -72,7 +72,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     torch.manual_seed(seed * 100_003 + epoch)  # dropout draws from the global generator
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
-# %% ../nbs/02_train.ipynb #220fc8d7
+# %% ../nbs/02_train.ipynb #c6a03362
 def augment(images: torch.Tensor, generator: torch.Generator, size: int, rotate: float = 12.0, scale: float = 0.1,
             shift: float = 0.12, shear: float = 0.1, elastic: float = 0.0) -> torch.Tensor:
     "Random affine (and elastic) warps of a batch (n, 1, h, w), resampled to (n, 1, size, size)."
@@ -91,7 +91,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, size: int, rotate:
         grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-# %% ../nbs/02_train.ipynb #d5683f66
+# %% ../nbs/02_train.ipynb #fb89aaf0
 def batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
     "Mini-batches of (images, targets), shuffled with `generator` when given."
     order = torch.randperm(len(targets), generator=generator) if generator is not None else torch.arange(len(targets))
@@ -106,14 +106,19 @@ def train_epoch(model, optimizer, schedule, images, targets, config: dict, gener
     total_loss, correct, seen = 0.0, 0, 0
     size = config["model"]["input_size"]
     for x, y in batches(images, targets, config["batch_size"], generator):
-        x, y = augment(x.to(device), generator, size, **config["augment"]), y.to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=config["label_smoothing"])
+        x, y = x.to(device), y.to(device)
+        if hasattr(model, "member_logits"):  # an ensemble: each member its own augmented view and loss
+            outputs = model.member_logits([augment(x, generator, size, **config["augment"]) for _ in model.members])
+            loss = sum(F.cross_entropy(o, y, label_smoothing=config["label_smoothing"]) for o in outputs)
+            logits = torch.stack([o.softmax(1) for o in outputs]).mean(0)
+        else:
+            logits = model(augment(x, generator, size, **config["augment"]))
+            loss = F.cross_entropy(logits, y, label_smoothing=config["label_smoothing"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        total_loss += loss.item() * len(y)
+        total_loss += loss.item() * len(y) / len(getattr(model, "members", [model]))
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
@@ -130,7 +135,7 @@ def evaluate(model, images: torch.Tensor, targets: torch.Tensor, device, batch_s
         correct += int((logits.argmax(1).cpu() == y).sum())
     return {"loss": total_loss / max(len(targets), 1), "accuracy": correct / max(len(targets), 1)}
 
-# %% ../nbs/02_train.ipynb #a515d8a5
+# %% ../nbs/02_train.ipynb #65988182
 def _state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -175,7 +180,7 @@ def fit(model, config: dict, train: tuple, valid: tuple | None = None, checkpoin
             break  # early stopping: no validation improvement for `patience` epochs
     return state
 
-# %% ../nbs/02_train.ipynb #b40eaba0
+# %% ../nbs/02_train.ipynb #85e37b5f
 def benchmark_data() -> tuple[tuple, tuple]:
     "scikit-learn digits split as in its example: ((train images, targets), (test images, targets))."
     from sklearn.datasets import load_digits
@@ -202,7 +207,7 @@ def sklearn_baselines() -> list[dict]:
         rows.append({"model": name, "test_accuracy": accuracy, "seconds": time.perf_counter() - started})
     return rows
 
-# %% ../nbs/02_train.ipynb #4157a242
+# %% ../nbs/02_train.ipynb #ca60b742
 def benchmark_seed(seed: int, config: dict | None = None, device=None, progress: bool = False,
                    eval_every_epoch: bool = False, callbacks=()) -> dict:
     "Train our network on the benchmark's first half with one seed; test accuracy on the second half."
@@ -217,7 +222,7 @@ def benchmark_seed(seed: int, config: dict | None = None, device=None, progress:
     return {"seed": seed, "test_accuracy": result["accuracy"], "seconds": state["seconds"],
             "images_per_second": images / max(state["seconds"], 1e-9), "history": state["history"]}
 
-# %% ../nbs/02_train.ipynb #09e17b61
+# %% ../nbs/02_train.ipynb #3fab2ecb
 def new_run_id() -> str:
     "A sortable, unique run id: UTC time plus random hex."
     return "run-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
@@ -242,7 +247,7 @@ def get_run(run_id: str, engine=None) -> dict:
         raise ValueError(f"no run {run_id!r} in the store; `fsml train --json` prints the ids it makes")
     return dict(row)
 
-# %% ../nbs/02_train.ipynb #8209050a
+# %% ../nbs/02_train.ipynb #94ee044e
 def run_benchmark(seeds: tuple = (0, 1, 2), config: dict | None = None, engine=None, device=None,
                   progress: bool = True) -> dict:
     "Reproduce the digits benchmark: baselines and our network over `seeds`; recorded as a benchmark run."
@@ -274,7 +279,7 @@ def benchmark_table(summary: dict) -> pd.DataFrame:
                  "per seed": ", ".join(f"{s['test_accuracy']:.4f}" for s in seeds)})
     return pd.DataFrame(rows).set_index("model")
 
-# %% ../nbs/02_train.ipynb #5b0fcbd3
+# %% ../nbs/02_train.ipynb #54fa1a46
 def _split_tensors(data, split: str, labels: list[str]) -> tuple:
     "Images and targets of one split, targets re-indexed from the dataset's labels to the model's."
     part = data[split]
@@ -291,7 +296,7 @@ def check_labels(data, labels: list[str]) -> None:
     if not len(data["train"]):
         raise ValueError(f"dataset {data.version} has no training items; annotate more items and snapshot again")
 
-# %% ../nbs/02_train.ipynb #19556a7f
+# %% ../nbs/02_train.ipynb #0ceee445
 def plot_history(history: list, title: str = ""):
     "Loss and accuracy per epoch, train against validation; returns the matplotlib figure."
     import matplotlib.pyplot as plt
@@ -305,7 +310,7 @@ def plot_history(history: list, title: str = ""):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/02_train.ipynb #3cf54e43
+# %% ../nbs/02_train.ipynb #723ea0c9
 def _save_checkpoint(store, run_id: str):
     def save(checkpoint: dict) -> None:
         buffer = io.BytesIO()
@@ -318,7 +323,7 @@ def _load_checkpoint(store, run_id: str) -> dict | None:
     name = f"runs/{run_id}/checkpoint.pt"
     return torch.load(io.BytesIO(store.read(name)), weights_only=False) if store.exists(name) else None
 
-# %% ../nbs/02_train.ipynb #ed32d21f
+# %% ../nbs/02_train.ipynb #9ed03598
 def train(
     dataset: str | None = None,  # dataset version id (or prefix, or "latest"); default the latest
     config: dict | None = None,  # a full config (make_config(...)); default make_config()
@@ -352,7 +357,7 @@ def train(
         raise
     return finish_run(engine, store, run_id, model, config, data, state, device, threads)
 
-# %% ../nbs/02_train.ipynb #f52f291b
+# %% ../nbs/02_train.ipynb #7b2cc2e8
 def finish_run(engine, store, run_id: str, model, config: dict, data, state: dict, device, threads: int) -> dict:
     "Keep the best epoch's weights, write the run's files and mark it done; return its summary."
     import json
@@ -383,7 +388,7 @@ def finish_run(engine, store, run_id: str, model, config: dict, data, state: dic
             "images_per_second": metrics["images_per_second"], "checkpoint_path": weights_path,
             "history": state["history"]}
 
-# %% ../nbs/02_train.ipynb #632e8bc5
+# %% ../nbs/02_train.ipynb #e49fb98e
 def _brief(summary: dict) -> dict:
     "A summary without its per-epoch history (for JSON output and pipeline results)."
     return {k: v for k, v in summary.items() if k != "history"}
@@ -414,7 +419,7 @@ def train_command(dataset, benchmark, epochs, seed, resume, device, as_json):
                 f"{summary['val_accuracy']:.4f} (epoch {summary['best_epoch']}), {summary['seconds']:.1f} s")
     emit(summary, as_json, text)
 
-# %% ../nbs/02_train.ipynb #5f032483
+# %% ../nbs/02_train.ipynb #1b397518
 def run_train(
     benchmark_seeds: list = (0, 1, 2),  # seeds of the benchmark reproduction (empty: skip it)
     benchmark_epochs: int = 30,  # epochs per benchmark seed
