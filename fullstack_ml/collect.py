@@ -903,7 +903,7 @@ def collect_command(urls, max_pages, max_depth, max_images, delay, concurrency, 
 
 # %% ../nbs/00_collect.ipynb #271834cd
 ITEM_FIELDS = ["id", "source_url", "page_url", "weak_label", "caption", "width", "height", "format", "licence",
-               "group_id", "fetched_at"]
+               "group_id", "origin", "fetched_at"]
 
 
 def list_items(db_url: str | None = None) -> list[dict]:
