@@ -175,3 +175,20 @@ def test_fsml_eval_errors_are_one_line(fsml_home):
     assert "Traceback" not in result.stderr
     result = fsml("eval", "app", "--host", "0.0.0.0", check=False)
     assert result.returncode == 1 and "FSML_TOKEN" in result.stderr
+
+
+def test_evaluations_round_trip_on_postgresql(postgres_db):
+    from fullstack_ml.store import connect
+
+    engine = connect(postgres_db)
+    outputs = [{"label": p, "scores": {c: (0.7 if c == p else 0.075) for c in CLASSES}} for p in "01124"]
+    first = ev.record_evaluation(engine, "run-a", "v1", "test", list("abcde"), list("01234"), outputs, CLASSES,
+                                 meta={"label_issues": [{"item": "e", "label": "4", "suggested": "3", "score": 0.9,
+                                                         "source": None}]})
+    second = ev.record_evaluation(engine, "run-b", "v1", "test", list("abcde"), list("01234"), outputs[:2] + [
+        {"label": "2", "scores": {c: 0.2 for c in CLASSES}}] + outputs[3:], CLASSES)
+    record, frame = ev.load_evaluation(engine, first)
+    assert record["metrics"]["accuracy"] == pytest.approx(0.6) and frame["suspect"].tolist().count(True) == 1
+    assert ev.list_evaluations(engine)["id"].tolist() == [second, first]
+    result = ev.compare_evaluations(engine, first, second, rounds=100)
+    assert result["wrong_to_right"] == ["c"] and result["right_to_wrong"] == []
