@@ -48,18 +48,19 @@ def main():
     suspects = {issue["item"] for issue in issues}
     print(f"items {len(manifest)}, wrong caption labels {len(noisy)} ({len(noisy) / len(manifest):.1%}), "
           f"suspects {len(suspects)}; method {args.method}, {args.folds} folds")
+    scores = {}
     for split in ("train", "valid", "test", "all"):
         members = set(manifest["item_id"]) if split == "all" else set(manifest.loc[manifest["split"] == split, "item_id"])
         found, wrong = suspects & members, noisy & members
         hits = len(found & wrong)
-        precision = hits / len(found) if found else float("nan")
-        recall = hits / len(wrong) if wrong else float("nan")
+        scores[split] = (hits / len(found) if found else float("nan"), hits / len(wrong) if wrong else float("nan"))
         print(f"  {split:5s}  items {len(members):5d}  wrong {len(wrong):4d}  suspects {len(found):4d}  "
-              f"precision {precision:.3f}  recall {recall:.3f}")
+              f"precision {scores[split][0]:.3f}  recall {scores[split][1]:.3f}")
     suggested_right = sum(truth.get(issue["item"]) == issue["suggested"] for issue in issues if issue["item"] in noisy)
     print(f"suggested label equals the truth for {suggested_right} of {len(suspects & noisy)} true suspects")
     print(f"crawl+annotate+snapshot {prepared - started:.1f}s, label-error search {searched - prepared:.1f}s")
-    print(f"label-error precision/target {hits / max(len(found), 1) / 0.8:.2f}x, recall/target {hits / max(len(wrong), 1) / 0.8:.2f}x")
+    precision, recall = scores["all"]
+    print(f"precision {precision:.3f} = {precision / 0.8:.2f}x the 0.8 target; recall {recall:.3f} = {recall / 0.8:.2f}x")
 
 
 if __name__ == "__main__":

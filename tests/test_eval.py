@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from conftest import fsml
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from conftest import fsml
 from fullstack_ml import eval as ev
 
 CLASSES = [str(d) for d in range(5)]
@@ -106,11 +106,12 @@ def test_confident_learning_finds_flipped_labels_of_separable_classes():
 @pytest.fixture
 def trained_store(fsml_home):
     "400 digits with 8% wrong weak labels, a dataset version and a two-epoch run; returns (wrong ids, run id)."
-    from fullstack_ml.annotate import ensure_project, enqueue, import_weak_labels
+    from sklearn.datasets import load_digits
+
+    from fullstack_ml.annotate import enqueue, ensure_project, import_weak_labels
     from fullstack_ml.datasets import add_digit_items, snapshot
     from fullstack_ml.store import connect, open_files
     from fullstack_ml.train import make_config, train
-    from sklearn.datasets import load_digits
 
     engine, store = connect(), open_files()
     target = load_digits().target[:400]
@@ -150,7 +151,7 @@ def test_fsml_eval_grades_stores_and_queues_suspects(trained_store):
     assert {q.item_id for q in queued} == suspects
     assert all(q.priority == 100 and q.reason.startswith("suspected label error") for q in queued)
 
-    record, frame = ev.load_evaluation(engine, report["evaluation"])  # what the app reads
+    _, frame = ev.load_evaluation(engine, report["evaluation"])  # what the app reads
     assert frame["loss"].is_monotonic_decreasing and frame["suspect"].sum() == len(suspects & set(frame["item_id"]))
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import free_port, stop, wait_for_port
 from PIL import Image
 
-from conftest import free_port, stop, wait_for_port
 from fullstack_ml.store import connect, tasks
 
 CLASSES = ["0", "1", "2"]
