@@ -11,7 +11,7 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
            'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #34991070
+# %% ../nbs/01_annotate.ipynb #2bd84543
 import base64
 import csv
 import io
@@ -40,7 +40,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #6a15b185
+# %% ../nbs/01_annotate.ipynb #a55ddfcb
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -81,7 +81,7 @@ def get_project(engine: Engine, name: str) -> dict:
         _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #91b8ca4c
+# %% ../nbs/01_annotate.ipynb #67bcb125
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
 _undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
@@ -106,7 +106,7 @@ def _lease_count(item_column, except_annotator: bool = False):
         where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #308a87ce
+# %% ../nbs/01_annotate.ipynb #6f21bcd8
 _lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
 
 
@@ -128,7 +128,7 @@ def _queue_transaction(engine: Engine):
     finally:
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
-# %% ../nbs/01_annotate.ipynb #41c7b850
+# %% ../nbs/01_annotate.ipynb #a6346871
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -146,7 +146,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #c1be2246
+# %% ../nbs/01_annotate.ipynb #0d0d7452
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -193,7 +193,7 @@ def enqueue(
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #0d1d9117
+# %% ../nbs/01_annotate.ipynb #3e6e201f
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
@@ -230,7 +230,7 @@ def _upsert_lease(dialect: str):
                                         set_={"expires_at": insert.excluded.expires_at,
                                                   "created_at": insert.excluded.created_at})
 
-# %% ../nbs/01_annotate.ipynb #75837b19
+# %% ../nbs/01_annotate.ipynb #a5534300
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
     "Claim inside an open write transaction (see `claim`)."
     at = now()
@@ -288,7 +288,7 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #38e8e6b3
+# %% ../nbs/01_annotate.ipynb #dd66d84e
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -324,7 +324,7 @@ def _lock_task(conn, engine: Engine, project: str, item_id: str):
     query = _TASK_LOCKED if is_postgres(engine) else _TASK
     return conn.execute(query, {"p_project": project, "p_item": item_id}).first()
 
-# %% ../nbs/01_annotate.ipynb #d6d89280
+# %% ../nbs/01_annotate.ipynb #88caddfe
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
@@ -351,7 +351,7 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
            "seconds": seconds, "created_at": at, "meta": meta or None}
     return conn.execute(annotations.insert(), row).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #ec1abf54
+# %% ../nbs/01_annotate.ipynb #28b1995d
 def submit(
     engine: Engine,
     project: str,
@@ -385,7 +385,7 @@ def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: fl
             "project": project, "item_id": item_id, "annotator": annotator, "kind": "skip", "seconds": seconds,
             "created_at": now()}).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #a18b3187
+# %% ../nbs/01_annotate.ipynb #1ce8a134
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -426,7 +426,7 @@ def undo(
                                                               "created_at": at})
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #9546d6a9
+# %% ../nbs/01_annotate.ipynb #53de4d63
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
@@ -460,7 +460,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #069e1aa5
+# %% ../nbs/01_annotate.ipynb #196f5827
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -489,7 +489,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #5806b444
+# %% ../nbs/01_annotate.ipynb #3f42a3d4
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -517,7 +517,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #19c2c910
+# %% ../nbs/01_annotate.ipynb #3a247295
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -550,7 +550,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #f1f004b6
+# %% ../nbs/01_annotate.ipynb #f204d820
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -577,7 +577,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #e50eb4e2
+# %% ../nbs/01_annotate.ipynb #4f1aefbf
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -612,7 +612,7 @@ def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #83bcf79a
+# %% ../nbs/01_annotate.ipynb #8468f835
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -631,7 +631,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
                           "agreement": None if agree is None else round(float(agree), 3)})
     return stats
 
-# %% ../nbs/01_annotate.ipynb #93b5a044
+# %% ../nbs/01_annotate.ipynb #444732c8
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -650,7 +650,7 @@ def status(engine: Engine, project: str = "digits") -> dict:
                 "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
                 "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"]}
 
-# %% ../nbs/01_annotate.ipynb #11686976
+# %% ../nbs/01_annotate.ipynb #32b1fabf
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -676,7 +676,7 @@ def item_payloads(engine: Engine, store, item_ids: list) -> list:
                              "hint": row.weak_label})
     return payloads
 
-# %% ../nbs/01_annotate.ipynb #f27b593f
+# %% ../nbs/01_annotate.ipynb #04ca7cc6
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -725,7 +725,7 @@ class AnnotationSession:
             return
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #cfe48abf
+# %% ../nbs/01_annotate.ipynb #51f076bb
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -832,7 +832,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #d20ff2c6
+# %% ../nbs/01_annotate.ipynb #0493aa24
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -852,7 +852,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #d171afa2
+# %% ../nbs/01_annotate.ipynb #2b030472
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -871,7 +871,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #379103f0
+# %% ../nbs/01_annotate.ipynb #40b89a91
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -901,7 +901,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #50811e78
+# %% ../nbs/01_annotate.ipynb #54db7b64
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -912,12 +912,13 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         raise FileNotFoundError(f"the app page {page} is missing: reinstall fullstack-ml")
     command = [sys.executable, "-m", "voila", str(page), f"--port={port}", f"--Voila.ip={host}", "--no-browser",
                f"--MappingKernelManager.cull_idle_timeout={cull_idle_seconds}",
-               "--MappingKernelManager.cull_interval=60", "--VoilaConfiguration.show_tracebacks=False"]
+               f"--MappingKernelManager.cull_interval={min(60, max(1, cull_idle_seconds // 2))}",
+               "--VoilaConfiguration.show_tracebacks=False"]
     if token:
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #4c7a5420
+# %% ../nbs/01_annotate.ipynb #fd3655e4
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -943,7 +944,7 @@ def app_command(port, host, project, cull_idle):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #95cb6c8f
+# %% ../nbs/01_annotate.ipynb #a4d88ec6
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -983,7 +984,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #70c66347
+# %% ../nbs/01_annotate.ipynb #48907515
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -1001,7 +1002,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #f883b17b
+# %% ../nbs/01_annotate.ipynb #3f619c21
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set

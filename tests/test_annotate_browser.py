@@ -132,3 +132,25 @@ def test_app_requires_the_token_when_one_is_set(fsml_home, monkeypatch):
         assert requests.get(f"http://127.0.0.1:{port}/?token=s3cret", timeout=60).status_code == 200
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_idle_kernels_are_culled(fsml_home):
+    import requests
+
+    make_digit_items(2)
+    port = free_port()
+    log_path = fsml_home.parent / "voila.log"
+    exe = Path(sys.executable).parent / "fsml"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(exe), "annotate", "app", "--port", str(port), "--cull-idle", "3"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        assert requests.get(f"http://127.0.0.1:{port}/?annotator=idle", timeout=60).status_code == 200
+        deadline = time.time() + 30
+        while "Culling 'idle' kernel" not in log_path.read_text() and time.time() < deadline:
+            time.sleep(0.5)
+        assert "Culling 'idle' kernel" in log_path.read_text()  # the visitor left; its kernel is stopped
+    finally:
+        stop(proc)
