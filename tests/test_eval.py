@@ -193,3 +193,13 @@ def test_evaluations_round_trip_on_postgresql(postgres_db):
     assert ev.list_evaluations(engine)["id"].tolist() == [second, first]
     result = ev.compare_evaluations(engine, first, second, rounds=100)
     assert result["wrong_to_right"] == ["c"] and result["right_to_wrong"] == []
+
+
+def test_the_app_kernel_stays_torch_free(fsml_home):
+    "The Voila page imports eval and builds the app from stored rows: no torch, no scikit-learn in that kernel."
+    import subprocess
+    import sys
+    code = ("import sys; from fullstack_ml.eval import EvalApp, eval_app, send_to_review; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'fullstack_ml.model') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
