@@ -11,7 +11,7 @@ __all__ = ['confusion', 'per_class_metrics', 'accuracy', 'reliability', 'expecte
            'filter_predictions', 'send_to_review', 'EvalApp', 'eval_app', 'eval_cli', 'app_command',
            'show_label_issues', 'run_eval']
 
-# %% ../nbs/03_eval.ipynb #a4d20adf
+# %% ../nbs/03_eval.ipynb #bbe8baf4
 import base64
 import hashlib
 import html
@@ -28,7 +28,7 @@ from .cli import emit
 from .store import (annotations, connect, evaluations, get_blob, items, now, open_files, predictions, runs,
                                 write_transaction)
 
-# %% ../nbs/03_eval.ipynb #a6e544fa
+# %% ../nbs/03_eval.ipynb #796b3ec6
 def confusion(labels, predicted, classes) -> np.ndarray:
     "Counts of (true label, predicted label) pairs: rows are true labels, columns predictions."
     index = {c: i for i, c in enumerate(classes)}
@@ -58,7 +58,7 @@ def accuracy(matrix: np.ndarray) -> float:
     total = matrix.sum()
     return float(np.trace(matrix) / total) if total else float("nan")
 
-# %% ../nbs/03_eval.ipynb #fcfdde89
+# %% ../nbs/03_eval.ipynb #4fb2a5f8
 def reliability(confidence, correct, bins: int = 10) -> pd.DataFrame:
     "Per non-empty confidence bin: count, mean confidence and accuracy (scikit-learn's binning)."
     confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
@@ -79,7 +79,7 @@ def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     gaps = (table["accuracy"] - table["confidence"]).abs()
     return float((gaps * table["count"]).sum() / table["count"].sum())
 
-# %% ../nbs/03_eval.ipynb #98afa292
+# %% ../nbs/03_eval.ipynb #284d0b29
 def plot_confusion(matrix: np.ndarray, classes, ax=None):
     "Draw a confusion matrix with counts in the cells."
     import matplotlib.pyplot as plt
@@ -120,7 +120,7 @@ def plot_confidence_histogram(confidence, correct, bins: int = 20, ax=None):
     ax.legend()
     return ax
 
-# %% ../nbs/03_eval.ipynb #17d4dcee
+# %% ../nbs/03_eval.ipynb #13389e2d
 def mcnemar(b: int, c: int) -> dict:
     "McNemar's test on the flip counts b (A right, B wrong) and c (A wrong, B right)."
     n = b + c
@@ -130,7 +130,7 @@ def mcnemar(b: int, c: int) -> dict:
     chi2 = (abs(b - c) - 1) ** 2 / n if abs(b - c) > 1 else 0.0
     return {"b": b, "c": c, "exact_p": min(1.0, 2 * tail), "chi2": chi2, "chi2_p": math.erfc(math.sqrt(chi2 / 2))}
 
-# %% ../nbs/03_eval.ipynb #0097ea66
+# %% ../nbs/03_eval.ipynb #4104ec8e
 def bootstrap_difference(correct_a, correct_b, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     "Accuracy of B minus A on the same items, with a percentile bootstrap interval over items."
     correct_a, correct_b = np.asarray(correct_a, float), np.asarray(correct_b, float)
@@ -155,7 +155,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, rounds: int = 2000, seed: int = 0)
             "mcnemar": mcnemar(int(worse.sum()), int(better.sum())),
             "bootstrap": bootstrap_difference(right_a, right_b, rounds=rounds, seed=seed)}
 
-# %% ../nbs/03_eval.ipynb #959d4bc0
+# %% ../nbs/03_eval.ipynb #c2e1805b
 def class_thresholds(probabilities: np.ndarray, given: np.ndarray) -> np.ndarray:
     "Per class j: mean predicted probability of j over the items labelled j (t_j)."
     classes = probabilities.shape[1]
@@ -173,7 +173,7 @@ def confident_joint(probabilities: np.ndarray, given: np.ndarray) -> tuple[np.nd
     joint = _ratio(joint, joint.sum(axis=1, keepdims=True)) * labelled[:, None]  # rows sum to the label counts
     return joint, confident
 
-# %% ../nbs/03_eval.ipynb #2263f5d2
+# %% ../nbs/03_eval.ipynb #613563f1
 def find_label_issues(probabilities: np.ndarray, given: np.ndarray, method: str = "prune_by_noise_rate") -> np.ndarray:
     "Boolean mask of items whose given label is probably wrong, by confident learning."
     probabilities, given = np.asarray(probabilities, float), np.asarray(given, int)
@@ -196,7 +196,7 @@ def find_label_issues(probabilities: np.ndarray, given: np.ndarray, method: str 
         issues = {"prune_by_noise_rate": by_rate, "prune_by_class": by_class, "both": by_rate & by_class}[method]
     return issues & (probabilities.argmax(axis=1) != given)
 
-# %% ../nbs/03_eval.ipynb #45dc7a38
+# %% ../nbs/03_eval.ipynb #1c62837e
 def _probability_model(seed: int):
     "An RBF SVM with libsvm's pairwise-coupled probabilities (on the demo: precision 0.98 vs 0.83 calibrated OvR)."
     from sklearn.calibration import CalibratedClassifierCV
@@ -233,7 +233,7 @@ def out_of_sample_probabilities(train_x, train_y, other_x=None, classes: int | N
     other_p = None if other_x is None or not len(other_x) else _fit_predict(train_x, train_y, other_x, classes, seed)
     return train_p, other_p
 
-# %% ../nbs/03_eval.ipynb #482ca86a
+# %% ../nbs/03_eval.ipynb #812131ef
 def summarize(frame: pd.DataFrame, classes, bins: int = 10) -> dict:
     "Headline metrics of predictions (columns label, predicted, confidence)."
     matrix = confusion(frame["label"], frame["predicted"], classes)
@@ -268,7 +268,7 @@ def record_evaluation(engine, model: str, dataset_version: str, split: str, item
                                             .to_dict("records")])
     return evaluation_id
 
-# %% ../nbs/03_eval.ipynb #013e98dc
+# %% ../nbs/03_eval.ipynb #3341cc0b
 def list_evaluations(engine) -> pd.DataFrame:
     "Every stored evaluation, newest first (id, model, dataset_version, split, accuracy, created_at)."
     with engine.connect() as conn:
@@ -297,7 +297,7 @@ def load_evaluation(engine, evaluation_id: str | None = None) -> tuple[dict, pd.
     frame["suggested"] = frame["item_id"].map(lambda item: issues.get(item, {}).get("suggested"))
     return record, frame.sort_values("loss", ascending=False, ignore_index=True)
 
-# %% ../nbs/03_eval.ipynb #59df17c3
+# %% ../nbs/03_eval.ipynb #9693cece
 def compare_evaluations(engine, a_id: str, b_id: str, rounds: int = 2000) -> dict:
     "Compare two stored evaluations item by item (flips, McNemar, bootstrap interval)."
     (record_a, frame_a), (record_b, frame_b) = load_evaluation(engine, a_id), load_evaluation(engine, b_id)
@@ -305,7 +305,7 @@ def compare_evaluations(engine, a_id: str, b_id: str, rounds: int = 2000) -> dic
     return {"a": {"id": a_id, "model": record_a["model"]}, "b": {"id": b_id, "model": record_b["model"]},
             **compare(frame_a[columns], frame_b[columns], rounds=rounds)}
 
-# %% ../nbs/03_eval.ipynb #0be8b2dc
+# %% ../nbs/03_eval.ipynb #1cadb7e2
 def newest_run(engine) -> str:
     "The id of the newest finished training run."
     with engine.connect() as conn:
@@ -330,10 +330,13 @@ def load_model(model: str | None = None, engine=None, store=None) -> tuple[str, 
         from fullstack_ml import registry
     except ImportError:
         raise ValueError(f"no training run {model!r} in the store, and no registry to look it up in") from None
-    loaded = registry.load(model, engine, store)
+    try:
+        loaded = registry.load(model, engine, store)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{model!r} is neither a training run in the store nor a registry model ({error})") from None
     return loaded.ref, loaded.predictor
 
-# %% ../nbs/03_eval.ipynb #58e19dbf
+# %% ../nbs/03_eval.ipynb #3ade2887
 def image_features(store, item_ids, preprocessing=None) -> np.ndarray:
     "Flattened preprocessed pixels of each item (batch, pixels), through the shared `Preprocessing`."
     from fullstack_ml.model import Preprocessing
@@ -360,7 +363,7 @@ def dataset_label_issues(manifest: pd.DataFrame, features: np.ndarray, classes, 
              "suggested": classes[int(probabilities[i].argmax())], "score": round(float(s), 4),
              "source": sources.iloc[i]} for i, s in sorted(zip(suspects, score), key=lambda pair: -pair[1])]
 
-# %% ../nbs/03_eval.ipynb #f333bb51
+# %% ../nbs/03_eval.ipynb #6dc142dc
 def queue_label_issues(engine, issues: list[dict], project: str = "digits") -> int:
     "Send suspected label errors to the top of the annotation queue, each with its reason."
     for issue in issues:
@@ -368,7 +371,7 @@ def queue_label_issues(engine, issues: list[dict], project: str = "digits") -> i
                        f"looks like {issue['suggested']} (score {issue['score']:.2f})")
     return len(issues)
 
-# %% ../nbs/03_eval.ipynb #04294ade
+# %% ../nbs/03_eval.ipynb #aee7563f
 def predict_items(predictor, store, item_ids, batch_size: int = 256) -> list[dict]:
     "The predictor's {label, scores} for each item, read from the file store in batches."
     outputs = []
@@ -411,7 +414,7 @@ def evaluate(model: str | None = None, dataset_version: str | None = None, split
             "accuracy": metrics["accuracy"], "ece": metrics["ece"], "per_class": metrics["per_class"],
             "confusion": metrics["confusion"], "label_issues": issues, "queued": queued, "note": note}
 
-# %% ../nbs/03_eval.ipynb #3881a71c
+# %% ../nbs/03_eval.ipynb #08029877
 import ipywidgets as widgets
 
 
@@ -459,7 +462,7 @@ def _confusion_buttons(matrix, classes, on_click) -> widgets.GridBox:
             cells.append(button)
     return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns=f"70px repeat({size}, 46px)"))
 
-# %% ../nbs/03_eval.ipynb #5ba48d36
+# %% ../nbs/03_eval.ipynb #73779728
 def _headline(record: dict, frame: pd.DataFrame) -> widgets.HTML:
     "Model, data and the headline numbers of one evaluation."
     metrics = record["metrics"] or {}
@@ -488,7 +491,7 @@ def filter_predictions(frame: pd.DataFrame, label=None, predicted=None, outcome:
     ascending = {"loss": False, "confidence": True}[sort]
     return frame[keep].sort_values(sort, ascending=ascending, kind="stable")
 
-# %% ../nbs/03_eval.ipynb #2d48cd8d
+# %% ../nbs/03_eval.ipynb #e537ced2
 def _provenance(engine, item_id: str) -> str:
     "Where an item came from and every label anyone gave it, as HTML."
     with engine.connect() as conn:
@@ -515,7 +518,7 @@ def send_to_review(engine, item_ids, project: str = "digits", reason: str = "sus
         enqueue(engine, project, item_ids, priority=100, reason=reason)
     return len(item_ids)
 
-# %% ../nbs/03_eval.ipynb #71e820ce
+# %% ../nbs/03_eval.ipynb #f2c2fb2e
 class EvalApp:
     "The evaluation app's state: one evaluation (and maybe a second to compare), filters, selection."
 
@@ -657,7 +660,7 @@ def eval_app(evaluation_id: str | None = None, engine=None, store=None, project:
     evaluation_id = evaluation_id or _query_parameter("evaluation")
     return EvalApp(evaluation_id, engine, store, project).widget()
 
-# %% ../nbs/03_eval.ipynb #7caac1fe
+# %% ../nbs/03_eval.ipynb #ba4c4ad3
 def _report_text(result: dict) -> str:
     lines = [(f"evaluation {result['evaluation']}: model {result['model']} on dataset {result['dataset'][:12]} "
               f"({result['split']}, {result['items']} items)"),
@@ -691,7 +694,7 @@ def app_command(host, port):
     from fullstack_ml.apps import serve_app
     serve_app("eval", port, host)
 
-# %% ../nbs/03_eval.ipynb #b9b08fbb
+# %% ../nbs/03_eval.ipynb #91eccdf1
 def show_label_issues(issues: list[dict], store=None, count: int = 24):
     "Draw the most likely label errors with their given and suggested labels."
     import matplotlib.pyplot as plt

@@ -174,6 +174,8 @@ def test_fsml_eval_errors_are_one_line(fsml_home):
     result = fsml("eval", "--json", check=False)
     assert result.returncode == 1 and "no finished training run" in result.stderr
     assert "Traceback" not in result.stderr
+    result = fsml("eval", "--model", "nope@3", check=False)
+    assert result.returncode == 1 and "neither a training run in the store nor a registry model" in result.stderr
     result = fsml("eval", "app", "--host", "0.0.0.0", check=False)
     assert result.returncode == 1 and "FSML_TOKEN" in result.stderr
 
