@@ -11,7 +11,7 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
            'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #2bd84543
+# %% ../nbs/01_annotate.ipynb #9d0097ee
 import base64
 import csv
 import io
@@ -40,7 +40,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #a55ddfcb
+# %% ../nbs/01_annotate.ipynb #c954e2d3
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -81,7 +81,7 @@ def get_project(engine: Engine, name: str) -> dict:
         _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #67bcb125
+# %% ../nbs/01_annotate.ipynb #34276b2d
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
 _undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
@@ -91,11 +91,16 @@ def _not_undone(rows=annotations):
     return ~sa.exists().where(_undos.c.item_id == rows.c.item_id, _undos.c.kind == "undo", _undos.c.undoes == rows.c.id)
 
 
+def _is_human(kind_column):
+    "SQL: the annotation kind is a person's label (the kinds written inline, so the statement compiles once)."
+    return kind_column.in_([sa.literal_column(f"'{kind}'") for kind in HUMAN_KINDS])
+
+
 def _human_count(item_column):
     "SQL: how many distinct people have a current label, in project :p_project, on the item in `item_column`."
     return (sa.select(sa.func.count(sa.distinct(_counted.c.annotator)))
-            .where(_counted.c.item_id == item_column, _counted.c.project == _project,
-                   _counted.c.kind.in_(HUMAN_KINDS), _not_undone(_counted))
+            .where(_counted.c.item_id == item_column, _counted.c.project == _project, _is_human(_counted.c.kind),
+                   _not_undone(_counted))
             .scalar_subquery())
 
 
@@ -106,7 +111,7 @@ def _lease_count(item_column, except_annotator: bool = False):
         where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #6f21bcd8
+# %% ../nbs/01_annotate.ipynb #e17b308d
 _lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
 
 
@@ -128,7 +133,35 @@ def _queue_transaction(engine: Engine):
     finally:
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
-# %% ../nbs/01_annotate.ipynb #a6346871
+# %% ../nbs/01_annotate.ipynb #581d67bf
+_compiled_statements: dict = {}  # (id(statement), dialect name) -> (compiled, sql, parameter order or None)
+
+
+def _run(conn, statement, params: dict | list):
+    "Run a prebuilt statement (`params` a dict, or a list of dicts for many rows) on the DBAPI cursor."
+    key = (id(statement), conn.dialect.name)
+    if key not in _compiled_statements:
+        compiled = statement.compile(dialect=conn.dialect)
+        _compiled_statements[key] = (statement, compiled, compiled.string, compiled.positiontup)
+    _, compiled, sql, order = _compiled_statements[key]
+
+    def values(row):
+        bound = compiled.construct_params(row)
+        return [bound[name] for name in order] if order else bound
+
+    cursor = conn.connection.dbapi_connection.cursor()
+    if isinstance(params, list):
+        cursor.executemany(sql, [values(row) for row in params])
+    else:
+        cursor.execute(sql, values(params))
+    return cursor
+
+
+def _column(cursor) -> list:
+    "The first column of a cursor's rows."
+    return [row[0] for row in cursor.fetchall()]
+
+# %% ../nbs/01_annotate.ipynb #3068fe8a
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -146,7 +179,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #0d0d7452
+# %% ../nbs/01_annotate.ipynb #bf8b698e
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -193,7 +226,7 @@ def enqueue(
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #3e6e201f
+# %% ../nbs/01_annotate.ipynb #08c770ed
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
@@ -230,29 +263,29 @@ def _upsert_lease(dialect: str):
                                         set_={"expires_at": insert.excluded.expires_at,
                                                   "created_at": insert.excluded.created_at})
 
-# %% ../nbs/01_annotate.ipynb #a5534300
+# %% ../nbs/01_annotate.ipynb #ca119055
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
     "Claim inside an open write transaction (see `claim`)."
     at = now()
     params = {"p_project": project, "p_annotator": annotator, "p_at": at}
-    held = list(conn.execute(_OWN_LEASES, params).scalars())
+    held = _column(_run(conn, _OWN_LEASES, params))
     if held:
-        conn.execute(_RENEW, dict(params, p_until=at + lease_seconds))
+        _run(conn, _RENEW, dict(params, p_until=at + lease_seconds))
     need = n - len(held)
     if need <= 0:
         return held
     fresh = []
     for explore_now in ([True, False] if random.random() < explore else [False]):  # the rest first, now and then
         if is_postgres(engine):
-            locked = list(conn.execute(_CANDIDATES_LOCKED[explore_now], dict(params, p_need=2 * need)).scalars())
+            locked = _column(_run(conn, _CANDIDATES_LOCKED[explore_now], dict(params, p_need=2 * need)))
             # a fresh statement sees claims that committed while our first snapshot was taken
             fresh = list(conn.execute(_RECHECK, dict(params, p_at=now(), p_ids=locked, p_need=need)).scalars())
         else:
-            fresh = list(conn.execute(_CANDIDATES[explore_now], dict(params, p_need=need)).scalars())
+            fresh = _column(_run(conn, _CANDIDATES[explore_now], dict(params, p_need=need)))
         if fresh:
             break
     if fresh:
-        conn.execute(_upsert_lease(engine.dialect.name), [{"project": project, "item_id": i, "annotator": annotator,
+        _run(conn, _upsert_lease(engine.dialect.name), [{"project": project, "item_id": i, "annotator": annotator,
                                                                "expires_at": at + lease_seconds, "created_at": at}
                                                           for i in fresh])
     return held + fresh
@@ -276,8 +309,8 @@ def heartbeat(engine: Engine, project: str, annotator: str, lease_seconds: float
     at = now()
     params = {"p_project": project, "p_annotator": annotator, "p_at": at}
     with _queue_transaction(engine) as conn:
-        conn.execute(_RENEW, dict(params, p_until=at + lease_seconds))
-        return list(conn.execute(_OWN_LEASES, params).scalars())
+        _run(conn, _RENEW, dict(params, p_until=at + lease_seconds))
+        return _column(_run(conn, _OWN_LEASES, params))
 
 
 def release(engine: Engine, project: str, annotator: str, item_ids: list | None = None) -> int:
@@ -288,7 +321,7 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #dd66d84e
+# %% ../nbs/01_annotate.ipynb #12e7dc62
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -305,7 +338,7 @@ _task_row = sa.select(sa.literal(1).label("one")).subquery("one_row").outerjoin(
 _SUBMIT_CHECKS = sa.select(  # may :p_annotator label :p_item now? (with the task's row, if queued)
     tasks.c.overlap, tasks.c.priority, tasks.c.reason, tasks.c.rank,
     sa.exists().where(_by_me.c.project == _project, _by_me.c.item_id == _item, _by_me.c.annotator == _annotator,
-                      _by_me.c.kind.in_(HUMAN_KINDS), _not_undone(_by_me)).label("labelled_before"),
+                      _is_human(_by_me.c.kind), _not_undone(_by_me)).label("labelled_before"),
     _human_count(_item).label("labelled"),
     sa.exists().where(_my_lease.c.project == _project, _my_lease.c.item_id == _item,
                       _my_lease.c.annotator == _annotator, _my_lease.c.expires_at > _at).label("leased"),
@@ -324,7 +357,7 @@ def _lock_task(conn, engine: Engine, project: str, item_id: str):
     query = _TASK_LOCKED if is_postgres(engine) else _TASK
     return conn.execute(query, {"p_project": project, "p_item": item_id}).first()
 
-# %% ../nbs/01_annotate.ipynb #88caddfe
+# %% ../nbs/01_annotate.ipynb #af9c11fd
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
@@ -332,26 +365,27 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
     params = {"p_project": project, "p_item": item_id, "p_annotator": annotator, "p_at": at}
     if is_postgres(engine):
         _lock_task(conn, engine, project, item_id)  # claims skip it, submits wait, until we commit
-    check = conn.execute(_SUBMIT_CHECKS, params).one()
-    task = check if check.overlap is not None else None
-    if check.labelled_before:
+    cursor = _run(conn, _SUBMIT_CHECKS, params)
+    check = dict(zip([column[0] for column in cursor.description], cursor.fetchone()))
+    queued = check["overlap"] is not None
+    if check["labelled_before"]:
         raise LeaseLost(f"{annotator!r} already labelled item {item_id[:12]}; undo it first to relabel")
-    if not check.leased and (task is None or check.labelled + check.others >= task.overlap):
+    if not check["leased"] and (not queued or check["labelled"] + check["others"] >= check["overlap"]):
         raise LeaseLost(f"item {item_id[:12]} is no longer leased to {annotator!r} and has no free slot "
                         "(the lease expired and someone else took it); claim the next item")
-    if task is not None and check.labelled + 1 >= task.overlap:
-        meta["task"] = {"overlap": task.overlap, "priority": task.priority, "reason": task.reason, "rank": task.rank}
-        conn.execute(_DELETE_TASK, params)
-    elif task is not None and task.priority < DISAGREEMENT_PRIORITY:
-        weak = conn.execute(_WEAK_LABEL, params).scalar()
-        if weak is not None and weak != label:  # a human contradicts the caption: get the other opinions soon
-            conn.execute(_RAISE_PRIORITY, params)
-    conn.execute(_DROP_LEASE, params)
+    if queued and check["labelled"] + 1 >= check["overlap"]:
+        meta["task"] = {key: check[key] for key in ("overlap", "priority", "reason", "rank")}
+        _run(conn, _DELETE_TASK, params)
+    elif queued and check["priority"] < DISAGREEMENT_PRIORITY:
+        weak = _column(_run(conn, _WEAK_LABEL, params))
+        if weak and weak[0] is not None and weak[0] != label:  # a person contradicts the caption: hurry the others
+            _run(conn, _RAISE_PRIORITY, params)
+    _run(conn, _DROP_LEASE, params)
     row = {"project": project, "item_id": item_id, "annotator": annotator, "kind": "label", "label": label,
            "seconds": seconds, "created_at": at, "meta": meta or None}
     return conn.execute(annotations.insert(), row).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #28b1995d
+# %% ../nbs/01_annotate.ipynb #7a9a7833
 def submit(
     engine: Engine,
     project: str,
@@ -380,12 +414,12 @@ def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str,
 def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: float | None = None) -> int:
     "Record that `annotator` skipped an item (they will not get it again) and drop their lease."
     with _queue_transaction(engine) as conn:
-        conn.execute(_DROP_LEASE, {"p_project": project, "p_item": item_id, "p_annotator": annotator})
+        _run(conn, _DROP_LEASE, {"p_project": project, "p_item": item_id, "p_annotator": annotator})
         return conn.execute(annotations.insert(), {
             "project": project, "item_id": item_id, "annotator": annotator, "kind": "skip", "seconds": seconds,
             "created_at": now()}).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #1ce8a134
+# %% ../nbs/01_annotate.ipynb #f277bebb
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -421,12 +455,12 @@ def undo(
                                                  kind="undo", undoes=last.id, created_at=at))
         if last.kind == "label":
             _reopen_task(conn, engine, project, last.item_id)
-        conn.execute(_upsert_lease(engine.dialect.name), {"project": project, "item_id": last.item_id,
+        _run(conn, _upsert_lease(engine.dialect.name), {"project": project, "item_id": last.item_id,
                                                               "annotator": annotator, "expires_at": at + lease_seconds,
                                                               "created_at": at})
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #53de4d63
+# %% ../nbs/01_annotate.ipynb #d9afe6c9
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
@@ -460,7 +494,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #196f5827
+# %% ../nbs/01_annotate.ipynb #ef6663ba
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -489,7 +523,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #3f42a3d4
+# %% ../nbs/01_annotate.ipynb #3c5f8b8d
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -517,7 +551,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #3a247295
+# %% ../nbs/01_annotate.ipynb #b72ec3ac
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -550,7 +584,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #f204d820
+# %% ../nbs/01_annotate.ipynb #9b8b8b77
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -577,7 +611,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #4f1aefbf
+# %% ../nbs/01_annotate.ipynb #4a375411
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -612,7 +646,7 @@ def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #8468f835
+# %% ../nbs/01_annotate.ipynb #9a4afaad
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -631,7 +665,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
                           "agreement": None if agree is None else round(float(agree), 3)})
     return stats
 
-# %% ../nbs/01_annotate.ipynb #444732c8
+# %% ../nbs/01_annotate.ipynb #5abb268b
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -650,7 +684,7 @@ def status(engine: Engine, project: str = "digits") -> dict:
                 "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
                 "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"]}
 
-# %% ../nbs/01_annotate.ipynb #32b1fabf
+# %% ../nbs/01_annotate.ipynb #fbe46f71
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -676,7 +710,7 @@ def item_payloads(engine: Engine, store, item_ids: list) -> list:
                              "hint": row.weak_label})
     return payloads
 
-# %% ../nbs/01_annotate.ipynb #04ca7cc6
+# %% ../nbs/01_annotate.ipynb #3f39e5ce
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -725,7 +759,7 @@ class AnnotationSession:
             return
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #51f076bb
+# %% ../nbs/01_annotate.ipynb #b404c039
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -832,7 +866,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #0493aa24
+# %% ../nbs/01_annotate.ipynb #1e9b675c
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -852,7 +886,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #2b030472
+# %% ../nbs/01_annotate.ipynb #d7055bba
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -871,7 +905,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #40b89a91
+# %% ../nbs/01_annotate.ipynb #a0e7e511
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -901,7 +935,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #54db7b64
+# %% ../nbs/01_annotate.ipynb #33edc3e4
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -918,7 +952,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #fd3655e4
+# %% ../nbs/01_annotate.ipynb #adb834ee
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -944,7 +978,7 @@ def app_command(port, host, project, cull_idle):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #a4d88ec6
+# %% ../nbs/01_annotate.ipynb #7c337ada
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -984,7 +1018,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #48907515
+# %% ../nbs/01_annotate.ipynb #ee5131bd
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -1002,7 +1036,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #3f619c21
+# %% ../nbs/01_annotate.ipynb #3229bfe2
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set
