@@ -11,7 +11,7 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
            'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
-# %% ../nbs/01_annotate.ipynb #8c656687
+# %% ../nbs/01_annotate.ipynb #b2c3413f
 import base64
 import csv
 import io
@@ -40,7 +40,7 @@ from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
 
-# %% ../nbs/01_annotate.ipynb #20d0e117
+# %% ../nbs/01_annotate.ipynb #3a88f1c8
 DIGITS = [str(d) for d in range(10)]  # the demo project's labels
 HUMAN_KINDS = ("label", "import")  # a person's label; these count towards an item's overlap
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
@@ -81,7 +81,7 @@ def get_project(engine: Engine, name: str) -> dict:
         _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
     return dict(_projects[key])
 
-# %% ../nbs/01_annotate.ipynb #fa9f8ccb
+# %% ../nbs/01_annotate.ipynb #ca7363b0
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
 _undos, _counted, _held = annotations.alias("undos"), annotations.alias("counted"), leases.alias("held")
 
@@ -111,7 +111,7 @@ def _lease_count(item_column, except_annotator: bool = False):
         where.append(_held.c.annotator != _annotator)
     return sa.select(sa.func.count()).where(*where).scalar_subquery()
 
-# %% ../nbs/01_annotate.ipynb #0beccde8
+# %% ../nbs/01_annotate.ipynb #6f33f796
 _lock_files: dict = {}  # (pid, lock path) -> open file; a forked child must open its own
 
 
@@ -133,7 +133,7 @@ def _queue_transaction(engine: Engine):
     finally:
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
-# %% ../nbs/01_annotate.ipynb #7071b36e
+# %% ../nbs/01_annotate.ipynb #674830be
 _compiled_statements: dict = {}  # (id(statement), dialect name) -> (compiled, sql, parameter order or None)
 
 
@@ -161,7 +161,7 @@ def _column(cursor) -> list:
     "The first column of a cursor's rows."
     return [row[0] for row in cursor.fetchall()]
 
-# %% ../nbs/01_annotate.ipynb #6088eb06
+# %% ../nbs/01_annotate.ipynb #2db64190
 def _chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -179,7 +179,7 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
         counts.update(dict(rows.all()))
     return counts
 
-# %% ../nbs/01_annotate.ipynb #62909270
+# %% ../nbs/01_annotate.ipynb #c2de3afc
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -226,7 +226,7 @@ def enqueue(
             conn.execute(tasks.insert(), new_rows)
     return changed + len(new_rows)
 
-# %% ../nbs/01_annotate.ipynb #a09cc3e6
+# %% ../nbs/01_annotate.ipynb #58eec88a
 class LeaseLost(RuntimeError):
     "The item is no longer leased to this annotator and has no free slot."
 
@@ -263,7 +263,7 @@ def _upsert_lease(dialect: str):
                                         set_={"expires_at": insert.excluded.expires_at,
                                                   "created_at": insert.excluded.created_at})
 
-# %% ../nbs/01_annotate.ipynb #f9a356ec
+# %% ../nbs/01_annotate.ipynb #c2c3fd90
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_seconds: float, explore: float) -> list:
     "Claim inside an open write transaction (see `claim`)."
     at = now()
@@ -321,7 +321,7 @@ def release(engine: Engine, project: str, annotator: str, item_ids: list | None 
     with _queue_transaction(engine) as conn:
         return conn.execute(leases.delete().where(*where)).rowcount
 
-# %% ../nbs/01_annotate.ipynb #b6df9d6f
+# %% ../nbs/01_annotate.ipynb #87446d96
 def _check_label(engine: Engine, project: str, label) -> str:
     labels = get_project(engine, project)["labels"]
     if str(label) not in labels:
@@ -357,7 +357,7 @@ def _lock_task(conn, engine: Engine, project: str, item_id: str):
     query = _TASK_LOCKED if is_postgres(engine) else _TASK
     return conn.execute(query, {"p_project": project, "p_item": item_id}).first()
 
-# %% ../nbs/01_annotate.ipynb #802d7178
+# %% ../nbs/01_annotate.ipynb #f63de01b
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
@@ -385,7 +385,7 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
            "seconds": seconds, "created_at": at, "meta": meta or None}
     return conn.execute(annotations.insert(), row).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #cecf232b
+# %% ../nbs/01_annotate.ipynb #bc6b81d1
 def submit(
     engine: Engine,
     project: str,
@@ -419,7 +419,7 @@ def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: fl
             "project": project, "item_id": item_id, "annotator": annotator, "kind": "skip", "seconds": seconds,
             "created_at": now()}).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #95b1ae7e
+# %% ../nbs/01_annotate.ipynb #37e68320
 def _reopen_task(conn, engine: Engine, project: str, item_id: str) -> None:
     "Put an item's task row back (as it was when it completed) after one of its labels was undone."
     if _lock_task(conn, engine, project, item_id) is not None:
@@ -460,7 +460,7 @@ def undo(
                                                               "created_at": at})
         return last.item_id
 
-# %% ../nbs/01_annotate.ipynb #4975158f
+# %% ../nbs/01_annotate.ipynb #c85e22d5
 def import_weak_labels(engine: Engine, project: str = "digits") -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
@@ -494,7 +494,7 @@ def read_labels_file(path: str | Path) -> list:
                              f"[, annotator], found {sorted(row)}")
     return rows
 
-# %% ../nbs/01_annotate.ipynb #33094bf8
+# %% ../nbs/01_annotate.ipynb #ccb4c75d
 def import_labels(engine: Engine, project: str, path: str | Path, annotator: str = "import") -> int:
     "Append the labels in a CSV/JSONL file as `import` annotations (they count as human); return how many."
     rows = read_labels_file(path)
@@ -523,7 +523,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                     conn.execute(tasks.delete().where(tasks.c.project == project, tasks.c.item_id == task.item_id))
     return len(rows)
 
-# %% ../nbs/01_annotate.ipynb #430e439c
+# %% ../nbs/01_annotate.ipynb #5b8c82e2
 def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
@@ -551,7 +551,7 @@ def export_labels(engine: Engine, project: str = "digits", history: bool = False
                                                                             else [])
     return frame[keep].to_dict("records")
 
-# %% ../nbs/01_annotate.ipynb #6b2f5bb7
+# %% ../nbs/01_annotate.ipynb #cec58990
 CONSENSUS_COLUMNS = ["item_id", "label", "source", "agreement", "n_labels"]
 
 
@@ -584,7 +584,7 @@ def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
     return frame.astype({"agreement": float, "n_labels": int}).sort_values("item_id").reset_index(drop=True)
 
-# %% ../nbs/01_annotate.ipynb #5a680db6
+# %% ../nbs/01_annotate.ipynb #f5f42dff
 def cohen_kappa(first: list, second: list) -> float:
     "Cohen's κ between two raters' labels on the same items (NaN when undefined)."
     if len(first) != len(second) or not first:
@@ -611,7 +611,7 @@ def fleiss_kappa(item_counts: list) -> float:
     expected = sum((v / ratings) ** 2 for v in totals.values())
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
-# %% ../nbs/01_annotate.ipynb #404eebe5
+# %% ../nbs/01_annotate.ipynb #147a3f59
 def agreement(engine: Engine, project: str = "digits") -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
@@ -646,7 +646,7 @@ def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
 
-# %% ../nbs/01_annotate.ipynb #6532ecb4
+# %% ../nbs/01_annotate.ipynb #6c44a654
 def annotator_stats(engine: Engine, project: str = "digits") -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
@@ -665,7 +665,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
                           "agreement": None if agree is None else round(float(agree), 3)})
     return stats
 
-# %% ../nbs/01_annotate.ipynb #f128c9bb
+# %% ../nbs/01_annotate.ipynb #447c32c4
 def status(engine: Engine, project: str = "digits") -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
@@ -684,7 +684,7 @@ def status(engine: Engine, project: str = "digits") -> dict:
                 "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
                 "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"]}
 
-# %% ../nbs/01_annotate.ipynb #8b06de5f
+# %% ../nbs/01_annotate.ipynb #a01825da
 def hotkeys(labels: list) -> list:
     "Each label's key: a one-character label is its own key, others 1-9 by position."
     keys = []
@@ -713,7 +713,7 @@ def item_payloads(engine: Engine, store, item_ids: list) -> tuple:
         payloads.append({"id": item_id, "src": f"data:{mime};base64,{data}", "hint": rows[item_id].weak_label})
     return payloads, broken
 
-# %% ../nbs/01_annotate.ipynb #cc9ea4be
+# %% ../nbs/01_annotate.ipynb #42080144
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
@@ -769,7 +769,7 @@ class AnnotationSession:
             self.send({"type": "drop", "ids": lost})
         self.top_up()
 
-# %% ../nbs/01_annotate.ipynb #b4e01c29
+# %% ../nbs/01_annotate.ipynb #3e5682c5
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -878,7 +878,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #05315101
+# %% ../nbs/01_annotate.ipynb #47d421b4
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -898,7 +898,7 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #ee5e2a44
+# %% ../nbs/01_annotate.ipynb #ab13ed83
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
     "The labelling page for one annotator, wired to its session."
@@ -917,7 +917,7 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #70651b1b
+# %% ../nbs/01_annotate.ipynb #db54ca6b
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
@@ -947,7 +947,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #e96709d2
+# %% ../nbs/01_annotate.ipynb #6ee92290
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -964,7 +964,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #e7261fc8
+# %% ../nbs/01_annotate.ipynb #d7f8f60f
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -990,7 +990,7 @@ def app_command(port, host, project, cull_idle):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #9e5450ba
+# %% ../nbs/01_annotate.ipynb #367235aa
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -1030,7 +1030,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #cc2f2cf8
+# %% ../nbs/01_annotate.ipynb #e1ec5f7f
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -1048,7 +1048,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #87bf928f
+# %% ../nbs/01_annotate.ipynb #3249e876
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set
