@@ -196,6 +196,8 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="queue workers for our API")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--only", default="inproc,plain,sqlite,redis,bento",
+                        help="comma-separated subset of: inproc, plain, sqlite, redis, bento")
     parser.add_argument("--json", dest="json_path", help="also write the rows here")
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)  # internal: run the baseline server
     args = parser.parse_args()
@@ -212,26 +214,31 @@ def main():
     for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_TOKEN"):
         os.environ.pop(key, None)
     os.environ.update(env)
-    images, rows, notes = make_images(), [], []
+    images, rows, notes, only = make_images(), [], [], set(args.only.split(","))
     print(f"model {publish_model()} in {home}; {os.cpu_count()} CPUs; {args.seconds}s per level", flush=True)
     try:
-        rows += bench_in_process(images, args.seconds)
-        for row in rows:
-            print(json.dumps(row), flush=True)
+        if "inproc" in only:
+            rows += bench_in_process(images, args.seconds)
+            for row in rows:
+                print(json.dumps(row), flush=True)
 
-        port = free_port()
-        plain = start([sys.executable, __file__, "--plain-server", str(port)], env)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", [plain])
-            rows += bench_http("plain FastAPI", f"http://127.0.0.1:{port}/v1/predict", images, args.seconds)
-        finally:
-            stop([plain])
+        if "plain" in only:
+            port = free_port()
+            plain = start([sys.executable, __file__, "--plain-server", str(port)], env)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/healthz", [plain])
+                rows += bench_http("plain FastAPI", f"http://127.0.0.1:{port}/v1/predict", images, args.seconds)
+            finally:
+                stop([plain])
 
         options = (args.workers, args.batch_size, args.max_delay_ms)
-        rows += bench_ours("ours: SQLite queue", images, args.seconds, env, *options)
+        if "sqlite" in only:
+            rows += bench_ours("ours: SQLite queue", images, args.seconds, env, *options)
 
         redis_binary = shutil.which("redis-server")
-        if redis_binary:
+        if "redis" not in only:
+            pass
+        elif redis_binary:
             redis_port = free_port()
             redis = start([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                            "--appendonly", "no", "--dir", home])
@@ -245,7 +252,9 @@ def main():
         else:
             notes.append("Redis: redis-server is not installed, skipped")
 
-        if importlib.util.find_spec("bentoml"):
+        if "bento" not in only:
+            pass
+        elif importlib.util.find_spec("bentoml"):
             port = free_port()
             bento = start([shutil.which("bentoml") or "bentoml", "serve", "bento_service:Digits", "--port", str(port),
                            "--host", "127.0.0.1"],

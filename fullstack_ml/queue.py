@@ -9,7 +9,7 @@ __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'SQLITE_SCHEMA', 'READY'
            'JobQueue', 'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'SQLiteQueue', 'RedisQueue',
            'open_queue']
 
-# %% ../nbs/03b_queue.ipynb #f1d8bb8a
+# %% ../nbs/03b_queue.ipynb #bb8bf6a1
 import json
 import sqlite3
 import threading
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from .settings import get_settings
 
-# %% ../nbs/03b_queue.ipynb #a75e6158
+# %% ../nbs/03b_queue.ipynb #4560b2be
 @dataclass
 class Job:
     "One unit of work as a worker sees it."
@@ -46,7 +46,7 @@ LEASE_S = 30.0  # a claimed job is delivered again when its worker has not finis
 MAX_DELIVERIES = 3  # after this many deliveries without success a job is dead-lettered
 RESULT_TTL_S = 3600.0  # results (and finished jobs' status) are kept this long
 
-# %% ../nbs/03b_queue.ipynb #f413a701
+# %% ../nbs/03b_queue.ipynb #1030a2ba
 class JobQueue:
     "What the API and the workers need from a queue; the backends below store the jobs."
 
@@ -74,7 +74,7 @@ class JobQueue:
         self._retry(job, reason)
         return "queued"
 
-# %% ../nbs/03b_queue.ipynb #824aa909
+# %% ../nbs/03b_queue.ipynb #1898fd24
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, payload BLOB, meta TEXT, status TEXT NOT NULL, deliveries INTEGER NOT NULL DEFAULT 0,
@@ -123,7 +123,7 @@ def sqlite_store_results(db, pairs: list, ttl_s: float) -> list[bool]:
                    "WHERE id = ?", (now, job.id))
     return firsts
 
-# %% ../nbs/03b_queue.ipynb #395f36ad
+# %% ../nbs/03b_queue.ipynb #cee8c7e9
 class SQLiteQueue(JobQueue):
     "Jobs in one SQLite file: no server, safe across processes on one machine."
 
@@ -217,6 +217,16 @@ class SQLiteQueue(JobQueue):
                                   (*job_ids, time.time())).fetchall()
         return {job_id: json.loads(result) for job_id, result in rows}
 
+    def results_cursor(self) -> int:
+        "Where the log of finished jobs ends now (see `finished_since`)."
+        return self._db().execute("SELECT coalesce(max(rowid), 0) FROM results").fetchone()[0]
+
+    def finished_since(self, cursor: int, wanted: set) -> tuple[int, dict[str, dict]]:
+        "The new cursor, and results of `wanted` jobs finished after `cursor`: one cheap read, however many wait."
+        rows = self._db().execute("SELECT rowid, job_id, result FROM results WHERE rowid > ? ORDER BY rowid LIMIT 10000",
+                                  (cursor,)).fetchall()
+        return (rows[-1][0] if rows else cursor), {i: json.loads(r) for _, i, r in rows if i in wanted}
+
     def status(self, job_id: str) -> dict | None:
         "`{id, status, deliveries, error?, result?}` of a job, or None when unknown or expired."
         row = self._db().execute("SELECT status, deliveries, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -251,7 +261,7 @@ def _status_record(job_id, status, deliveries, error, result) -> dict:
         record["result"] = result
     return record
 
-# %% ../nbs/03b_queue.ipynb #c8ec73a6
+# %% ../nbs/03b_queue.ipynb #c2a90dd1
 class RedisQueue(JobQueue):
     "Jobs in a Redis Stream with a consumer group: workers on any machine."
 
@@ -263,6 +273,7 @@ class RedisQueue(JobQueue):
         self.max_deliveries, self.result_ttl_s = max_deliveries, result_ttl_s
         self.redis = redis.Redis.from_url(url, socket_timeout=max(30.0, lease_s))
         self.stream, self.group, self.dead = f"{prefix}:jobs", "workers", f"{prefix}:dead"
+        self.done = f"{prefix}:done"  # a log of finished job ids, one entry per batch, for waiting APIs
         self._reclaimed_at = 0.0
         try:
             self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
@@ -325,6 +336,7 @@ class RedisQueue(JobQueue):
             pipe.hset(self._job_key(job.id), "status", "done")
             pipe.xack(self.stream, self.group, job.receipt)
             pipe.xdel(self.stream, job.receipt)
+        pipe.xadd(self.done, {"ids": ",".join(job.id for job, _ in pairs)}, maxlen=100_000, approximate=True)
         replies = pipe.execute()
         return [bool(replies[i * 4]) for i in range(len(pairs))]
 
@@ -360,6 +372,7 @@ class RedisQueue(JobQueue):
         pipe = self.redis.pipeline()
         pipe.hset(self._job_key(job_id), mapping={"status": "failed", "error": reason})
         pipe.set(self._result_key(job_id), json.dumps(failure(reason)), nx=True, ex=int(self.result_ttl_s))
+        pipe.xadd(self.done, {"ids": job_id}, maxlen=100_000, approximate=True)
         pipe.lpush(self.dead, json.dumps({"id": job_id, "reason": reason, "at": now}))
         pipe.ltrim(self.dead, 0, 9999)
         pipe.xack(self.stream, self.group, receipt)
@@ -372,6 +385,20 @@ class RedisQueue(JobQueue):
             return {}
         values = self.redis.mget([self._result_key(i) for i in job_ids])
         return {i: json.loads(v) for i, v in zip(job_ids, values) if v is not None}
+
+    def results_cursor(self) -> str:
+        "Where the log of finished jobs ends now (see `finished_since`)."
+        last = self.redis.xrevrange(self.done, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def finished_since(self, cursor: str, wanted: set) -> tuple[str, dict[str, dict]]:
+        "The new cursor, and results of `wanted` jobs finished after `cursor`: one cheap read, however many wait."
+        reply = self.redis.xread({self.done: cursor}, count=10_000)
+        if not reply:
+            return cursor, {}
+        entries = reply[0][1]
+        finished = [i for _, fields in entries for i in fields[b"ids"].decode().split(",") if i in wanted]
+        return entries[-1][0].decode(), self.results(finished)
 
     def status(self, job_id: str) -> dict | None:
         "`{id, status, deliveries, error?, result?}` of a job, or None when unknown or expired."
@@ -395,7 +422,7 @@ class RedisQueue(JobQueue):
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-# %% ../nbs/03b_queue.ipynb #84ff4d92
+# %% ../nbs/03b_queue.ipynb #2ad7c7ab
 OPTION_TYPES = {"lease_s": float, "max_deliveries": int, "result_ttl_s": float, "prefix": str}
 
 

@@ -99,3 +99,15 @@ def test_a_fill_window_longer_than_the_lease_keeps_its_jobs(queue_url):
     assert [j.id for j in batch] == [first, late[0]]
     assert [j.deliveries for j in batch] == [1, 1]
     assert q.claim("w2", max_jobs=2, max_delay_ms=0, block_ms=50) == []  # still leased to w1
+
+
+def test_waiting_apis_read_only_what_finished_since_their_last_look(queue_url):
+    q = open_queue(queue_url, max_deliveries=1)
+    cursor = q.results_cursor()
+    ids = [q.put(b"a"), q.put(b"b"), q.put(b"poison")]
+    jobs = q.claim("w", max_jobs=3, max_delay_ms=0, block_ms=200)
+    q.complete_many([(j, {"label": j.payload.decode()}) for j in jobs[:2]])
+    q.fail(jobs[2], "bad_image: cannot decode")  # a failure is a result too: its waiter learns at once
+    cursor, found = q.finished_since(cursor, {ids[0], ids[2]})  # only what is asked for
+    assert found == {ids[0]: {"label": "a"}, ids[2]: {"failed": True, "error": "bad_image: cannot decode (after 1 deliveries)"}}
+    assert q.finished_since(cursor, set(ids)) == (cursor, {})  # nothing new since
