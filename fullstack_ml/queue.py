@@ -9,7 +9,7 @@ __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'SQLITE_SCHEMA', 'READY'
            'JobQueue', 'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'SQLiteQueue', 'RedisQueue',
            'open_queue']
 
-# %% ../nbs/03b_queue.ipynb #bb8bf6a1
+# %% ../nbs/03b_queue.ipynb #b9f3cccf
 import json
 import sqlite3
 import threading
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from .settings import get_settings
 
-# %% ../nbs/03b_queue.ipynb #4560b2be
+# %% ../nbs/03b_queue.ipynb #d731fe44
 @dataclass
 class Job:
     "One unit of work as a worker sees it."
@@ -46,7 +46,7 @@ LEASE_S = 30.0  # a claimed job is delivered again when its worker has not finis
 MAX_DELIVERIES = 3  # after this many deliveries without success a job is dead-lettered
 RESULT_TTL_S = 3600.0  # results (and finished jobs' status) are kept this long
 
-# %% ../nbs/03b_queue.ipynb #1030a2ba
+# %% ../nbs/03b_queue.ipynb #798921ab
 class JobQueue:
     "What the API and the workers need from a queue; the backends below store the jobs."
 
@@ -74,7 +74,7 @@ class JobQueue:
         self._retry(job, reason)
         return "queued"
 
-# %% ../nbs/03b_queue.ipynb #1898fd24
+# %% ../nbs/03b_queue.ipynb #8d7d801b
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, payload BLOB, meta TEXT, status TEXT NOT NULL, deliveries INTEGER NOT NULL DEFAULT 0,
@@ -123,13 +123,14 @@ def sqlite_store_results(db, pairs: list, ttl_s: float) -> list[bool]:
                    "WHERE id = ?", (now, job.id))
     return firsts
 
-# %% ../nbs/03b_queue.ipynb #cee8c7e9
+# %% ../nbs/03b_queue.ipynb #d0af0191
 class SQLiteQueue(JobQueue):
     "Jobs in one SQLite file: no server, safe across processes on one machine."
 
     def __init__(self, path: str | Path, lease_s: float = LEASE_S, max_deliveries: int = MAX_DELIVERIES,
                  result_ttl_s: float = RESULT_TTL_S):
-        self.path, self.lease_s, self.max_deliveries, self.result_ttl_s = str(path), lease_s, max_deliveries, result_ttl_s
+        self.path, self.lease_s = str(path), lease_s
+        self.max_deliveries, self.result_ttl_s = max_deliveries, result_ttl_s
         self.url = f"sqlite:///{self.path}"
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -223,8 +224,8 @@ class SQLiteQueue(JobQueue):
 
     def finished_since(self, cursor: int, wanted: set) -> tuple[int, dict[str, dict]]:
         "The new cursor, and results of `wanted` jobs finished after `cursor`: one cheap read, however many wait."
-        rows = self._db().execute("SELECT rowid, job_id, result FROM results WHERE rowid > ? ORDER BY rowid LIMIT 10000",
-                                  (cursor,)).fetchall()
+        rows = self._db().execute("SELECT rowid, job_id, result FROM results WHERE rowid > ? ORDER BY rowid "
+                                  "LIMIT 10000", (cursor,)).fetchall()
         return (rows[-1][0] if rows else cursor), {i: json.loads(r) for _, i, r in rows if i in wanted}
 
     def status(self, job_id: str) -> dict | None:
@@ -261,7 +262,7 @@ def _status_record(job_id, status, deliveries, error, result) -> dict:
         record["result"] = result
     return record
 
-# %% ../nbs/03b_queue.ipynb #c2a90dd1
+# %% ../nbs/03b_queue.ipynb #e9ffb375
 class RedisQueue(JobQueue):
     "Jobs in a Redis Stream with a consumer group: workers on any machine."
 
@@ -417,12 +418,13 @@ class RedisQueue(JobQueue):
     def stats(self) -> dict:
         "Jobs waiting or running (pending), and dead letters."
         pending = self.redis.xpending(self.stream, self.group)["pending"]
-        return {"queued": self.redis.xlen(self.stream) - pending, "running": pending, "failed": self.redis.llen(self.dead)}
+        return {"queued": self.redis.xlen(self.stream) - pending, "running": pending,
+                "failed": self.redis.llen(self.dead)}
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-# %% ../nbs/03b_queue.ipynb #2ad7c7ab
+# %% ../nbs/03b_queue.ipynb #d0ca5091
 OPTION_TYPES = {"lease_s": float, "max_deliveries": int, "result_ttl_s": float, "prefix": str}
 
 

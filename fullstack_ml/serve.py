@@ -10,7 +10,7 @@ __all__ = ['MAX_BODY_BYTES', 'MAX_PIXELS', 'MAGIC', 'BadInput', 'sniff_type', 'c
            'add_error_handlers', 'add_routes', 'serve_cli', 'api_command', 'worker_command', 'free_port', 'Service',
            'split_accuracy', 'split_images', 'publish_if_better', 'send_images', 'plot_latencies', 'run_serve']
 
-# %% ../nbs/04_serve.ipynb #f07924a3
+# %% ../nbs/04_serve.ipynb #7ee758ed
 import asyncio
 import hmac
 import io
@@ -37,7 +37,7 @@ from .cli import emit
 from .queue import open_queue
 from .settings import check_listen, get_settings
 
-# %% ../nbs/04_serve.ipynb #3ccc77aa
+# %% ../nbs/04_serve.ipynb #c37fa4e9
 MAX_BODY_BYTES = 5 * 2**20  # largest request body accepted
 MAX_PIXELS = 4096 * 4096  # largest image (width x height) decoded
 MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
@@ -58,7 +58,7 @@ def sniff_type(data: bytes) -> str | None:
         return "image/webp"
     return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
-# %% ../nbs/04_serve.ipynb #37af32d4
+# %% ../nbs/04_serve.ipynb #24842d17
 def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     "Decode untrusted image bytes safely, or raise BadInput saying what is wrong."
     if not data:
@@ -84,7 +84,7 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                        "truncated or corrupt?") from None
     return image
 
-# %% ../nbs/04_serve.ipynb #3dd070b2
+# %% ../nbs/04_serve.ipynb #38ff9982
 def predict_batch(model: registry.LoadedModel, images: list) -> list[dict]:
     "One forward pass over decoded images: `{label, scores}` each."
     import torch
@@ -127,7 +127,7 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
     firsts = queue.complete_many(pairs)
     return {"done": sum(firsts), "duplicates": len(firsts) - sum(firsts), "failed": len(jobs) - len(good)}
 
-# %% ../nbs/04_serve.ipynb #c36f151f
+# %% ../nbs/04_serve.ipynb #f04f1f7f
 class Worker:
     "Claims batches from the queue and answers them with the model an alias (or a pinned version) names."
 
@@ -173,7 +173,7 @@ class Worker:
                     self.counts[key] += value
         return self.counts
 
-# %% ../nbs/04_serve.ipynb #2b041945
+# %% ../nbs/04_serve.ipynb #fd65ed17
 class ResultWaiter:
     "Wait for many jobs' results with one poll loop."
 
@@ -206,7 +206,7 @@ class ResultWaiter:
                     future.set_result(result)
             await asyncio.sleep(self.poll_s)
 
-# %% ../nbs/04_serve.ipynb #d26d146a
+# %% ../nbs/04_serve.ipynb #42fde9cc
 def make_metrics() -> dict:
     "Prometheus metrics in their own registry (several apps can live in one process)."
     collectors = CollectorRegistry()
@@ -214,7 +214,8 @@ def make_metrics() -> dict:
     return {
         "registry": collectors,
         "requests": Counter("fsml_requests", "HTTP requests", ["endpoint", "status"], registry=collectors),
-        "latency": Histogram("fsml_request_seconds", "request latency", ["endpoint"], buckets=fast, registry=collectors),
+        "latency": Histogram("fsml_request_seconds", "request latency", ["endpoint"], buckets=fast,
+                             registry=collectors),
         "queue_wait": Histogram("fsml_queue_wait_seconds", "time a job waited for a worker", buckets=fast,
                                 registry=collectors),
         "inference": Histogram("fsml_inference_seconds", "model time per batch", buckets=fast, registry=collectors),
@@ -227,7 +228,7 @@ def error_response(status: int, code: str, message: str, **extra) -> JSONRespons
     "The API's one error shape: `{\"error\": {\"code\", \"message\"}}`."
     return JSONResponse({"error": {"code": code, "message": message}, **extra}, status_code=status)
 
-# %% ../nbs/04_serve.ipynb #a5e65c39
+# %% ../nbs/04_serve.ipynb #8b9387e5
 async def read_image_body(request: Request, max_bytes: int) -> bytes:
     "The image bytes of a request (raw body or multipart field `file`), at most `max_bytes`."
     too_big = BadInput(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes: send a smaller image")
@@ -252,7 +253,7 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
         raise too_big
     return data
 
-# %% ../nbs/04_serve.ipynb #5be86c69
+# %% ../nbs/04_serve.ipynb #e41c10d2
 def check_token(request: Request, token: str | None) -> JSONResponse | None:
     "An error response when a token is required and the request lacks the right one, else None."
     if not token:
@@ -264,7 +265,7 @@ def check_token(request: Request, token: str | None) -> JSONResponse | None:
         return error_response(403, "forbidden", "the token is wrong: send 'Authorization: Bearer <FSML_TOKEN>'")
     return None
 
-# %% ../nbs/04_serve.ipynb #68f97831
+# %% ../nbs/04_serve.ipynb #48a56c8e
 def create_app(queue_url: str | None = None, token: str | None = None, model_ref: str = "digits@production",
                wait_s: float = 10.0, max_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
     "The HTTP API: `/v1/predict`, `/v1/jobs/{id}`, `/healthz`, `/metrics`."
@@ -307,7 +308,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def internal_error(request, error):
         return error_response(500, "internal", f"{type(error).__name__}: the service failed on this request")
 
-# %% ../nbs/04_serve.ipynb #d8a049ba
+# %% ../nbs/04_serve.ipynb #40262ba3
 def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pixels) -> None:
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -350,7 +351,7 @@ def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pi
     async def prometheus_metrics():
         return Response(generate_latest(metrics["registry"]), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/04_serve.ipynb #fab28b01
+# %% ../nbs/04_serve.ipynb #0f7fa215
 @click.group("serve")
 def serve_cli():
     "Serve the production model: the HTTP API and the workers behind it."
@@ -373,11 +374,12 @@ def api_command(host, port, model_ref, wait_s):
     click.echo(f"fsml serve api: listening on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
-# %% ../nbs/04_serve.ipynb #c63a127a
+# %% ../nbs/04_serve.ipynb #33e560d0
 @serve_cli.command("worker")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="claim up to this many jobs at once")
-@click.option("--max-delay-ms", type=float, default=10, show_default=True, help="wait at most this long to fill a batch")
-@click.option("--model", "model_ref", default="digits@production", show_default=True, help="an alias to follow, or NAME@VERSION")
+@click.option("--max-delay-ms", type=float, default=10, show_default=True, help="wait at most this long for a batch")
+@click.option("--model", "model_ref", default="digits@production", show_default=True,
+              help="an alias to follow, or NAME@VERSION")
 @click.option("--reload-s", type=float, default=1.0, show_default=True, help="check the alias this often")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads")
 @click.option("--json", "as_json", is_flag=True, help="print what was done as JSON on exit")
@@ -391,7 +393,7 @@ def worker_command(batch_size, max_delay_ms, model_ref, reload_s, threads, as_js
     counts = worker.run()
     emit(counts, as_json, f"worker {worker.name} stopped: {counts}")
 
-# %% ../nbs/04_serve.ipynb #0a270b1e
+# %% ../nbs/04_serve.ipynb #39addd55
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on right now."
     with socket.socket() as s:
@@ -413,7 +415,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
-# %% ../nbs/04_serve.ipynb #6548e5da
+# %% ../nbs/04_serve.ipynb #453cbee6
 class Service:
     "An API and its workers as child processes; use as a context manager."
 
@@ -457,7 +459,7 @@ class Service:
         for proc in reversed(self.procs):
             _stop(proc)
 
-# %% ../nbs/04_serve.ipynb #117f41c8
+# %% ../nbs/04_serve.ipynb #d8eb87a6
 def split_accuracy(model: registry.LoadedModel, images: list[bytes], labels: list[str], batch: int = 256) -> float:
     "Accuracy of a loaded model on image bytes with their labels."
     predicted = []
@@ -476,7 +478,7 @@ def split_images(dataset_version: str, split: str = "test", limit: int | None = 
     part = manifest[manifest["split"] == split].head(limit)
     return [get_blob(store, item_id) for item_id in part["item_id"]], [str(label) for label in part["label"]]
 
-# %% ../nbs/04_serve.ipynb #801470fb
+# %% ../nbs/04_serve.ipynb #4f55b241
 def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") -> dict:
     "Publish the newest run; promote it to production only if it beats production on the same split."
     row = registry.publish(name=name)
@@ -495,7 +497,7 @@ def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") ->
     return {"published": f"{name}@{row['version']}", "promoted": promoted, "split_items": len(labels),
             "accuracy": scores, "production": f"{name}@{registry.resolve(f'{name}@production')[1]}"}
 
-# %% ../nbs/04_serve.ipynb #69b635fd
+# %% ../nbs/04_serve.ipynb #9c134903
 def send_images(url: str, images: list[bytes], concurrency: int = 8, headers: dict | None = None) -> list[dict]:
     "POST each image to `url`/v1/predict from `concurrency` client threads; one record per request."
     import requests
@@ -529,7 +531,7 @@ def plot_latencies(latencies_ms: list[float], title: str = "HTTP latency"):
     ax.legend()
     return fig
 
-# %% ../nbs/04_serve.ipynb #c674e5c4
+# %% ../nbs/04_serve.ipynb #7ff899dd
 def run_serve(
     n_requests: int = 200,  # test images sent through HTTP
     concurrency: int = 8,  # client threads sending them
@@ -543,7 +545,8 @@ def run_serve(
     release = publish_if_better(name)
     production = registry.load(f"{name}@production")
     images, labels = split_images(production.manifest["dataset_version"])
-    images, labels = (images * (n_requests // max(len(images), 1) + 1))[:n_requests],         (labels * (n_requests // max(len(labels), 1) + 1))[:n_requests]
+    repeats = n_requests // max(len(images), 1) + 1  # cycle through the split to send n_requests
+    images, labels = (images * repeats)[:n_requests], (labels * repeats)[:n_requests]
     with Service(workers=1, batch_size=batch_size, max_delay_ms=max_delay_ms) as service:
         send_images(service.url, images[:1], 1, service.headers)  # warm-up: waits until a worker has loaded the model
         start = time.perf_counter()
@@ -555,4 +558,5 @@ def run_serve(
             "served_by": sorted({r["model"] for r in records if r["model"]}),
             "http_accuracy": sum(r["label"] == t for r, t in zip(records, labels)) / max(len(labels), 1),
             "throughput_rps": round(len(records) / seconds, 1),
-            "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2)}
+            "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 2)}

@@ -109,5 +109,6 @@ def test_waiting_apis_read_only_what_finished_since_their_last_look(queue_url):
     q.complete_many([(j, {"label": j.payload.decode()}) for j in jobs[:2]])
     q.fail(jobs[2], "bad_image: cannot decode")  # a failure is a result too: its waiter learns at once
     cursor, found = q.finished_since(cursor, {ids[0], ids[2]})  # only what is asked for
-    assert found == {ids[0]: {"label": "a"}, ids[2]: {"failed": True, "error": "bad_image: cannot decode (after 1 deliveries)"}}
+    failed = {"failed": True, "error": "bad_image: cannot decode (after 1 deliveries)"}
+    assert found == {ids[0]: {"label": "a"}, ids[2]: failed}
     assert q.finished_since(cursor, set(ids)) == (cursor, {})  # nothing new since

@@ -44,7 +44,8 @@ def test_concurrent_publishers_get_distinct_consecutive_versions(fsml_home):
     engine, store = connect(), open_files()
     run_ids = [make_run(engine, store, seed) for seed in range(4)]
     rows = []
-    threads = [threading.Thread(target=lambda r=r: rows.append(publish(r, engine=engine, store=store))) for r in run_ids]
+    threads = [threading.Thread(target=lambda r=r: rows.append(publish(r, engine=engine, store=store)))
+               for r in run_ids]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -90,7 +90,8 @@ def test_api_queue_worker_end_to_end(queue_url, servers):
     api = servers.api(None, "--wait-s", "60")
     servers.worker("--batch-size", "8", "--max-delay-ms", "20")
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda i: requests.post(f"{api}/v1/predict", data=digit_png(i), timeout=60), range(24)))
+        responses = list(pool.map(lambda i: requests.post(f"{api}/v1/predict", data=digit_png(i), timeout=60),
+                                  range(24)))
     assert [r.status_code for r in responses] == [200] * 24
     bodies = [r.json() for r in responses]
     assert {b["model"] for b in bodies} == {"digits@1"}
