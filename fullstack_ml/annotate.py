@@ -8,8 +8,8 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'submit_and_claim', 'skip', 'undo', 'import_weak_labels', 'read_labels_file', 'import_labels',
            'annotation_history', 'current_labels', 'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa',
            'agreement', 'review_queue', 'review', 'annotator_stats', 'status', 'hotkeys', 'item_payloads',
-           'AnnotationSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli', 'app_command',
-           'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
+           'AnnotationSession', 'ReviewSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli',
+           'app_command', 'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
 # %% ../nbs/01_annotate.ipynb #b2c3413f
 import base64
@@ -440,11 +440,11 @@ def undo(
     item_id: str | None = None,  # undo the decision on this item (default: the annotator's latest)
     lease_seconds: float = LEASE_SECONDS,
 ) -> str | None:
-    "Cancel `annotator`'s latest label or skip (with an `undo` row); lease the item back; return its id."
+    "Cancel `annotator`'s latest label, skip or review (with an `undo` row); lease the item back; return its id."
     at = now()
     with _queue_transaction(engine) as conn:
         where = [annotations.c.project == project, annotations.c.annotator == annotator,
-                 annotations.c.kind.in_(("label", "skip")), _not_undone()]
+                 annotations.c.kind.in_(("label", "skip", "review")), _not_undone()]
         if item_id is not None:
             where.append(annotations.c.item_id == item_id)
         last = conn.execute(sa.select(annotations.c.id, annotations.c.item_id, annotations.c.kind).where(*where)
@@ -455,9 +455,10 @@ def undo(
                                                  kind="undo", undoes=last.id, created_at=at))
         if last.kind == "label":
             _reopen_task(conn, engine, project, last.item_id)
-        _run(conn, _upsert_lease(engine.dialect.name), {"project": project, "item_id": last.item_id,
-                                                              "annotator": annotator, "expires_at": at + lease_seconds,
-                                                              "created_at": at})
+        if last.kind != "review":  # a review holds no slot; a label or skip takes the item back to this screen
+            _run(conn, _upsert_lease(engine.dialect.name), {"project": project, "item_id": last.item_id,
+                                                            "annotator": annotator, "expires_at": at + lease_seconds,
+                                                            "created_at": at})
         return last.item_id
 
 # %% ../nbs/01_annotate.ipynb #c85e22d5
@@ -710,7 +711,9 @@ def item_payloads(engine: Engine, store, item_ids: list) -> tuple:
             broken.append(item_id)
             continue
         mime = MIME_TYPES.get(rows[item_id].format, "image/png")
-        payloads.append({"id": item_id, "src": f"data:{mime};base64,{data}", "hint": rows[item_id].weak_label})
+        weak = rows[item_id].weak_label
+        payloads.append({"id": item_id, "src": f"data:{mime};base64,{data}",
+                         "hint": None if weak is None else f"weak label: {weak}"})
     return payloads, broken
 
 # %% ../nbs/01_annotate.ipynb #42080144
@@ -770,6 +773,45 @@ class AnnotationSession:
         self.top_up()
 
 # %% ../nbs/01_annotate.ipynb #3e5682c5
+class ReviewSession(AnnotationSession):
+    "A reviewer's side: disputed items, each shown with its votes; a key records the decision."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.passed = set()  # items this reviewer skipped on this page
+
+    def top_up(self, held: list | None = None) -> None:
+        "Send the page the next disputed items it does not have, with who voted what as the hint."
+        todo = [i for i in review_queue(self.engine, self.project).item_id if i not in self.sent | self.passed]
+        new = todo[:max(0, 1 + self.prefetch - len(self.sent))]
+        votes = current_labels(self.engine, self.project, kinds=HUMAN_KINDS)
+        payloads, _ = item_payloads(self.engine, self.store, new)
+        for payload in payloads:
+            mine = votes[votes.item_id == payload["id"]]
+            payload["hint"] = "votes: " + ", ".join(f"{who} {label}" for who, label in zip(mine.annotator, mine.label))
+        self.sent.update(payload["id"] for payload in payloads)
+        self.send({"type": "items", "items": payloads, "exhausted": not todo, "remaining": len(todo)})
+
+    def handle(self, message: dict) -> None:
+        "React to one message from the page: ready, label (the decision), skip or undo."
+        kind, item_id = message.get("type"), message.get("id")
+        if kind == "ready":
+            self.sent = set()
+        elif kind == "label":
+            self.sent.discard(item_id)
+            review(self.engine, self.project, item_id, self.annotator, message["label"])
+        elif kind == "skip":
+            self.sent.discard(item_id)
+            self.passed.add(item_id)
+        elif kind == "undo":
+            if undo(self.engine, self.project, self.annotator, item_id) is not None:
+                self.sent.add(item_id)
+            return
+        else:  # heartbeats: reviews hold no leases
+            return
+        self.top_up()
+
+# %% ../nbs/01_annotate.ipynb #db54ca6b
 _APP_ESM = r"""
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function render({ model, el: host }) {
@@ -783,7 +825,7 @@ function render({ model, el: host }) {
   const empty = el('div', 'fsml-empty', 'loading…');
   stage.append(img, empty);
   const hintBox = el('label', 'fsml-hint-toggle'); const hintCheck = el('input'); hintCheck.type = 'checkbox';
-  hintCheck.checked = model.get('show_hint'); hintBox.append(hintCheck, document.createTextNode(' show weak label'));
+  hintCheck.checked = model.get('show_hint'); hintBox.append(hintCheck, document.createTextNode(' show hint'));
   const hint = el('div', 'fsml-hint', '');
   const bar = el('div', 'fsml-buttons');
   const labels = model.get('labels'), keys = model.get('hotkeys'), keyToLabel = {};
@@ -813,7 +855,7 @@ function render({ model, el: host }) {
   function show(item) {
     current = item || null;
     if (current) { img.src = current.src; img.dataset.item = current.id; img.style.visibility = 'visible'; empty.textContent = '';
-      hint.textContent = hintCheck.checked && current.hint != null ? 'weak label: ' + current.hint : ''; }
+      hint.textContent = hintCheck.checked && current.hint != null ? current.hint : ''; }
     else { img.removeAttribute('src'); img.dataset.item = ''; img.style.visibility = 'hidden';
       empty.textContent = exhausted ? 'all done, thank you!' : 'loading…'; hint.textContent = ''; }
     shownAt = performance.now(); root.dataset.item = current ? current.id : ''; updateStatus();
@@ -878,7 +920,7 @@ _APP_CSS = """
 .fsml-notice { color: #b00; min-height: 1.2em; }
 """
 
-# %% ../nbs/01_annotate.ipynb #47d421b4
+# %% ../nbs/01_annotate.ipynb #58dbccc7
 @cache
 def _widget_class():
     "The anywidget class, made on first use so that importing this module needs no widget machinery."
@@ -898,16 +940,17 @@ def _widget_class():
 
     return AnnotationWidget
 
-# %% ../nbs/01_annotate.ipynb #ab13ed83
+# %% ../nbs/01_annotate.ipynb #81403252
 def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
-                     show_hint: bool = False, lease_seconds: float = LEASE_SECONDS):
-    "The labelling page for one annotator, wired to its session."
+                     show_hint: bool = False, lease_seconds: float = LEASE_SECONDS, review: bool = False):
+    "The labelling page for one annotator (or, with `review`, a reviewer), wired to its session."
     engine = engine or connect()
     store = store or open_files()
     labels = get_project(engine, project)["labels"]
     widget = _widget_class()(project=project, annotator=annotator, labels=labels, hotkeys=hotkeys(labels),
-                             show_hint=show_hint, heartbeat_ms=int(min(30, lease_seconds / 3) * 1000))
-    widget.session = AnnotationSession(engine, store, project, annotator, widget.send, prefetch, lease_seconds)
+                             show_hint=show_hint or review, heartbeat_ms=int(min(30, lease_seconds / 3) * 1000))
+    session_class = ReviewSession if review else AnnotationSession
+    widget.session = session_class(engine, store, project, annotator, widget.send, prefetch, lease_seconds)
     widget.on_msg(lambda _widget, content, buffers: widget.session.handle(content))
     return widget
 
@@ -917,14 +960,16 @@ def _annotator_from_query(query: str | None = None) -> str | None:
     values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
     return values[0].strip()[:128] if values and values[0].strip() else None
 
-# %% ../nbs/01_annotate.ipynb #db54ca6b
+# %% ../nbs/01_annotate.ipynb #6ee92290
 def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
-                   show_hint: bool = False, db_url: str | None = None, store_url: str | None = None):
+                   show_hint: bool = False, db_url: str | None = None, store_url: str | None = None,
+                   review: bool | None = None):
     "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
     import ipywidgets as widgets
 
     query = parse_qs(os.environ.get("QUERY_STRING", ""))
     project = project or (query.get("project") or [None])[0] or os.environ.get("FSML_ANNOTATE_PROJECT") or "digits"
+    review = bool(review if review is not None else (query.get("review") or ["0"])[0] not in ("0", ""))
     engine, store = connect(db_url), open_files(store_url)
     app = widgets.VBox(layout=widgets.Layout(padding="8px"))
     try:
@@ -934,7 +979,7 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
         return app
 
     def start(name: str) -> None:
-        app.children = [labelling_widget(project, name, engine, store, prefetch, show_hint)]
+        app.children = [labelling_widget(project, name, engine, store, prefetch, show_hint, review=review)]
 
     annotator = annotator or _annotator_from_query()
     if annotator:
@@ -944,10 +989,10 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     go = widgets.Button(description="Start labelling", button_style="primary")
     go.on_click(lambda _: start(name.value.strip()[:128]) if name.value.strip() else None)
     name.on_submit(lambda _: start(name.value.strip()[:128]) if name.value.strip() else None)
-    app.children = [widgets.HTML(f"<h3>Label {project}</h3>"), widgets.HBox([name, go])]
+    app.children = [widgets.HTML(f"<h3>{'Review' if review else 'Label'} {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #6ee92290
+# %% ../nbs/01_annotate.ipynb #0d2a8dcc
 def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
                   token: str | None = None) -> list:
     "The Voila command line that serves the annotation page."
@@ -964,7 +1009,7 @@ def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: 
         command.append(f"--Voila.token={token}")
     return command
 
-# %% ../nbs/01_annotate.ipynb #d7f8f60f
+# %% ../nbs/01_annotate.ipynb #16ed0cf7
 @click.group("annotate")
 def annotate_cli():
     "Label items: the annotation app, progress and agreement, export and import."
@@ -984,13 +1029,13 @@ def app_command(port, host, project, cull_idle):
     command = voila_command(port, host, cull_idle, settings.token)
     query = f"?token={settings.token}&annotator=NAME" if settings.token else "?annotator=NAME"
     url = f"http://{host}:{port}/{query}"
-    click.echo(f"annotation app for {project!r}: {url}", err=False)
+    click.echo(f"annotation app for {project!r}: {url}  (reviewers: add &review=1)")
     sys.stdout.flush()
     env = dict(os.environ, FSML_ANNOTATE_PROJECT=project,
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     os.execve(sys.executable, command, env)
 
-# %% ../nbs/01_annotate.ipynb #367235aa
+# %% ../nbs/01_annotate.ipynb #e1ec5f7f
 @annotate_cli.command("status")
 @click.option("--project", default="digits", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -1030,7 +1075,7 @@ def import_command(path, project, annotator, as_json):
     count = import_labels(connect(), project, path, annotator)
     emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
 
-# %% ../nbs/01_annotate.ipynb #e1ec5f7f
+# %% ../nbs/01_annotate.ipynb #f03f346e
 def plot_classes(table: pd.DataFrame, labels: list):
     "A bar chart of consensus labels per class, stacked by source."
     import matplotlib.pyplot as plt
@@ -1048,7 +1093,7 @@ def _audit_share(item_id: str, share: float) -> bool:
     "Whether an item is in the audit subset: stable, chosen by its id."
     return int(item_id[:8], 16) / 0xFFFFFFFF < share
 
-# %% ../nbs/01_annotate.ipynb #3249e876
+# %% ../nbs/01_annotate.ipynb #42dbb85b
 def run_annotate(
     project: str = "digits",  # annotation project
     labels: list = DIGITS,  # its label set

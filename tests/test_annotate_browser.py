@@ -154,3 +154,32 @@ def test_idle_kernels_are_culled(fsml_home):
         assert "Culling 'idle' kernel" in log_path.read_text()  # the visitor left; its kernel is stopped
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_reviewer_settles_a_dispute_by_keyboard(fsml_home, browser):
+    from fullstack_ml.annotate import claim, consensus, submit
+
+    (item_id,) = make_digit_items(1)
+    engine = connect()
+    ensure_project(engine, "digits", DIGITS, 2)
+    enqueue(engine, "digits", [item_id], overlap=2)
+    for person, label in (("ann", "1"), ("ben", "7")):
+        submit(engine, "digits", claim(engine, "digits", person)[0], person, label)
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/?annotator=lead&review=1")
+        assert shown_item(page) == item_id
+        assert page.text_content(".fsml-hint") == "votes: ann 1, ben 7"  # the reviewer sees who said what
+        page.keyboard.press("7")
+        page.wait_for_selector(".fsml-empty:has-text('all done')", timeout=30_000)
+        deadline = time.time() + 30
+        while (table := consensus(connect(), "digits")).source.tolist() != ["review"] and time.time() < deadline:
+            time.sleep(0.2)
+        assert table[["item_id", "label", "source"]].values.tolist() == [[item_id, "7", "review"]]
+    finally:
+        context.close()
+        stop(proc)
