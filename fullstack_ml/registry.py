@@ -10,7 +10,7 @@ __all__ = ['MANIFEST_FORMAT', 'DEFAULT_NAME', 'ALIASES', 'ArtifactError', 'model
            'list_artifacts', 'registry_cli', 'list_command', 'show_command', 'publish_command', 'promote_command',
            'rollback_command', 'verify_command']
 
-# %% ../nbs/03a_registry.ipynb #09edf078
+# %% ../nbs/03a_registry.ipynb #591736c0
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ import fullstack_ml
 from .cli import emit
 from .store import aliases, artifacts, connect, now, open_files, runs, sha256_hex, write_transaction
 
-# %% ../nbs/03a_registry.ipynb #26f973a5
+# %% ../nbs/03a_registry.ipynb #160fbad3
 MANIFEST_FORMAT = "fullstack_ml.artifact/1"  # bump when the layout changes; loaders refuse formats they do not know
 DEFAULT_NAME = "digits"
 ALIASES = ("production", "staging")
@@ -45,7 +45,7 @@ def artifact_path(name: str, version: int) -> str:
     "Folder of an artifact in the file store."
     return f"artifacts/{name}/{version}"
 
-# %% ../nbs/03a_registry.ipynb #69e085da
+# %% ../nbs/03a_registry.ipynb #bc085885
 def input_signature(config: dict) -> dict:
     "What the artifact's model accepts, from a run's config."
     signature = {"body": {"content_types": ["image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"]}}
@@ -65,7 +65,7 @@ def _blank_image():
 
     return Image.new("L", (28, 28))
 
-# %% ../nbs/03a_registry.ipynb #eb09a233
+# %% ../nbs/03a_registry.ipynb #34f79a91
 def get_run(engine, run_id: str | None = None) -> dict:
     "A run record by id, or the newest finished training run."
     query = sa.select(runs)
@@ -95,7 +95,7 @@ def pack(run: dict, store, name: str = DEFAULT_NAME) -> dict[str, bytes]:
     files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     return files
 
-# %% ../nbs/03a_registry.ipynb #770f2492
+# %% ../nbs/03a_registry.ipynb #145632ee
 def publish(run_id: str | None = None, name: str = DEFAULT_NAME, engine=None, store=None) -> dict:
     "Pack a run (default: the newest) and publish it as the next version of `name`; return its index row."
     engine, store = engine or connect(), store or open_files()
@@ -117,7 +117,7 @@ def publish(run_id: str | None = None, name: str = DEFAULT_NAME, engine=None, st
             continue
     raise RuntimeError(f"could not publish {name}: five publishers raced for the next version; try again")
 
-# %% ../nbs/03a_registry.ipynb #dcd1e9ef
+# %% ../nbs/03a_registry.ipynb #3b24d28c
 def parse_ref(ref: str) -> tuple[str, str | None]:
     "`'digits@3'` -> `('digits', '3')`; a bare name has no selector."
     name, _, selector = ref.partition("@")
@@ -147,7 +147,7 @@ def resolve(ref: str, engine=None) -> tuple[str, int]:
                                 f"or see `fsml registry list`")
     return name, int(version)
 
-# %% ../nbs/03a_registry.ipynb #bce460e0
+# %% ../nbs/03a_registry.ipynb #daa1f6e2
 def promote(name: str, version: int, alias: str = "production", engine=None) -> dict:
     "Point `alias` of `name` at `version`, remembering the version it pointed at before."
     engine = engine or connect()
@@ -179,7 +179,7 @@ def rollback(name: str, alias: str = "production", engine=None) -> dict:
             version=version, updated_at=now(), history=history))
     return {"name": name, "alias": alias, "version": version, "previous": row["version"]}
 
-# %% ../nbs/03a_registry.ipynb #27eaf679
+# %% ../nbs/03a_registry.ipynb #7f96c3bd
 def verify(ref: str, engine=None, store=None) -> dict:
     "Check every checksum of an artifact; return its manifest, or raise ArtifactError naming the bad file."
     engine, store = engine or connect(), store or open_files()
@@ -213,7 +213,7 @@ def _read(store, path: str, file_name: str, where: str) -> bytes:
         raise ArtifactError(f"{where}: {file_name} is missing from {store.url_of(path)}; "
                             "republish or roll back") from None
 
-# %% ../nbs/03a_registry.ipynb #4d680aa0
+# %% ../nbs/03a_registry.ipynb #5afbc7cd
 @dataclass
 class LoadedModel:
     "A verified artifact, ready to predict."
@@ -236,7 +236,7 @@ def load(ref: str = DEFAULT_NAME, engine=None, store=None) -> LoadedModel:
     predictor = Predictor.from_files(files["weights.safetensors"], manifest["config"])
     return LoadedModel(manifest["name"], manifest["version"], manifest, predictor)
 
-# %% ../nbs/03a_registry.ipynb #6619bdce
+# %% ../nbs/03a_registry.ipynb #fdfa8549
 def list_artifacts(engine=None, name: str | None = None) -> list[dict]:
     "Every published version, newest first, with the aliases pointing at it."
     engine = engine or connect()
@@ -248,7 +248,7 @@ def list_artifacts(engine=None, name: str | None = None) -> list[dict]:
         row["aliases"] = sorted(a for n, a, v in pointers if n == row["name"] and v == row["version"])
     return rows
 
-# %% ../nbs/03a_registry.ipynb #9568af87
+# %% ../nbs/03a_registry.ipynb #8d1cfc5e
 @click.group("registry")
 def registry_cli():
     "Model artifacts: list, show, publish, promote, roll back, verify."
@@ -256,7 +256,8 @@ def registry_cli():
 
 def _row_text(row: dict) -> str:
     tags = f"  [{', '.join(row['aliases'])}]" if row["aliases"] else ""
-    return f"{row['name']}@{row['version']}  run {row['run_id']}  {json.dumps(row['metrics'])}{tags}"
+    numbers = {k: round(v, 4) for k, v in (row["metrics"] or {}).items() if isinstance(v, (int, float))}
+    return f"{row['name']}@{row['version']}  run {row['run_id']}  {json.dumps(numbers)}{tags}"
 
 
 @registry_cli.command("list")
@@ -278,7 +279,7 @@ def show_command(ref, as_json):
     manifest.pop("_files")
     emit(manifest, as_json)
 
-# %% ../nbs/03a_registry.ipynb #3677086d
+# %% ../nbs/03a_registry.ipynb #e255199e
 @registry_cli.command("publish")
 @click.option("--run", "run_id", help="run id (default: the newest finished training run)")
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
