@@ -10,7 +10,7 @@ __all__ = ['MAX_BODY_BYTES', 'MAX_PIXELS', 'MAGIC', 'BadInput', 'sniff_type', 'c
            'add_error_handlers', 'add_routes', 'serve_cli', 'api_command', 'worker_command', 'free_port', 'Service',
            'split_accuracy', 'split_images', 'publish_if_better', 'send_images', 'plot_latencies', 'run_serve']
 
-# %% ../nbs/04_serve.ipynb #7ee758ed
+# %% ../nbs/04_serve.ipynb #ccce0717
 import asyncio
 import hmac
 import io
@@ -37,7 +37,7 @@ from .cli import emit
 from .queue import open_queue
 from .settings import check_listen, get_settings
 
-# %% ../nbs/04_serve.ipynb #c37fa4e9
+# %% ../nbs/04_serve.ipynb #e7410f72
 MAX_BODY_BYTES = 5 * 2**20  # largest request body accepted
 MAX_PIXELS = 4096 * 4096  # largest image (width x height) decoded
 MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
@@ -58,7 +58,7 @@ def sniff_type(data: bytes) -> str | None:
         return "image/webp"
     return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
-# %% ../nbs/04_serve.ipynb #24842d17
+# %% ../nbs/04_serve.ipynb #38613c80
 def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     "Decode untrusted image bytes safely, or raise BadInput saying what is wrong."
     if not data:
@@ -84,7 +84,7 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                        "truncated or corrupt?") from None
     return image
 
-# %% ../nbs/04_serve.ipynb #38ff9982
+# %% ../nbs/04_serve.ipynb #6deb31f7
 def predict_batch(model: registry.LoadedModel, images: list) -> list[dict]:
     "One forward pass over decoded images: `{label, scores}` each."
     import torch
@@ -127,7 +127,7 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
     firsts = queue.complete_many(pairs)
     return {"done": sum(firsts), "duplicates": len(firsts) - sum(firsts), "failed": len(jobs) - len(good)}
 
-# %% ../nbs/04_serve.ipynb #f04f1f7f
+# %% ../nbs/04_serve.ipynb #f9654bb8
 class Worker:
     "Claims batches from the queue and answers them with the model an alias (or a pinned version) names."
 
@@ -173,7 +173,7 @@ class Worker:
                     self.counts[key] += value
         return self.counts
 
-# %% ../nbs/04_serve.ipynb #fd65ed17
+# %% ../nbs/04_serve.ipynb #912255f8
 class ResultWaiter:
     "Wait for many jobs' results with one poll loop."
 
@@ -199,14 +199,19 @@ class ResultWaiter:
 
     async def _poll(self) -> None:
         while self.waiting:
-            self.cursor, found = self.queue.finished_since(self.cursor, set(self.waiting))
+            try:
+                self.cursor, found = self.queue.finished_since(self.cursor, set(self.waiting))
+            except Exception as error:  # the queue is briefly unreachable: clients wait on, or get their 202
+                print(f"api: cannot read results: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.2)
+                continue
             for job_id, result in found.items():
                 future = self.waiting.get(job_id)
                 if future is not None and not future.done():
                     future.set_result(result)
             await asyncio.sleep(self.poll_s)
 
-# %% ../nbs/04_serve.ipynb #42fde9cc
+# %% ../nbs/04_serve.ipynb #b35ba83c
 def make_metrics() -> dict:
     "Prometheus metrics in their own registry (several apps can live in one process)."
     collectors = CollectorRegistry()
@@ -228,7 +233,7 @@ def error_response(status: int, code: str, message: str, **extra) -> JSONRespons
     "The API's one error shape: `{\"error\": {\"code\", \"message\"}}`."
     return JSONResponse({"error": {"code": code, "message": message}, **extra}, status_code=status)
 
-# %% ../nbs/04_serve.ipynb #8b9387e5
+# %% ../nbs/04_serve.ipynb #5fbccdcd
 async def read_image_body(request: Request, max_bytes: int) -> bytes:
     "The image bytes of a request (raw body or multipart field `file`), at most `max_bytes`."
     too_big = BadInput(413, "body_too_large", f"the body is over the limit of {max_bytes} bytes: send a smaller image")
@@ -253,7 +258,7 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
         raise too_big
     return data
 
-# %% ../nbs/04_serve.ipynb #e41c10d2
+# %% ../nbs/04_serve.ipynb #b01d94c9
 def check_token(request: Request, token: str | None) -> JSONResponse | None:
     "An error response when a token is required and the request lacks the right one, else None."
     if not token:
@@ -265,7 +270,7 @@ def check_token(request: Request, token: str | None) -> JSONResponse | None:
         return error_response(403, "forbidden", "the token is wrong: send 'Authorization: Bearer <FSML_TOKEN>'")
     return None
 
-# %% ../nbs/04_serve.ipynb #48a56c8e
+# %% ../nbs/04_serve.ipynb #f21304ec
 def create_app(queue_url: str | None = None, token: str | None = None, model_ref: str = "digits@production",
                wait_s: float = 10.0, max_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
     "The HTTP API: `/v1/predict`, `/v1/jobs/{id}`, `/healthz`, `/metrics`."
@@ -308,7 +313,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def internal_error(request, error):
         return error_response(500, "internal", f"{type(error).__name__}: the service failed on this request")
 
-# %% ../nbs/04_serve.ipynb #40262ba3
+# %% ../nbs/04_serve.ipynb #5c083a27
 def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pixels) -> None:
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -319,7 +324,13 @@ def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pi
             image = check_image(data, max_pixels)
             return queue.put(data, {"format": image.format, "size": list(image.size)})
 
-        job_id = await run_in_threadpool(accept)
+        try:
+            job_id = await run_in_threadpool(accept)
+        except BadInput:
+            raise
+        except Exception as error:  # the queue is down: say so, and the client may retry
+            return error_response(503, "queue_unavailable", f"the job queue cannot be reached "
+                                  f"({type(error).__name__}); try again shortly")
         result = await waiter.wait(job_id, wait_s)
         if result is None:
             return JSONResponse({"job_id": job_id, "status": "queued"}, status_code=202)
@@ -351,7 +362,7 @@ def add_routes(app, queue, waiter, metrics, model_ref, wait_s, max_bytes, max_pi
     async def prometheus_metrics():
         return Response(generate_latest(metrics["registry"]), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/04_serve.ipynb #0f7fa215
+# %% ../nbs/04_serve.ipynb #24648695
 @click.group("serve")
 def serve_cli():
     "Serve the production model: the HTTP API and the workers behind it."
@@ -374,7 +385,7 @@ def api_command(host, port, model_ref, wait_s):
     click.echo(f"fsml serve api: listening on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
-# %% ../nbs/04_serve.ipynb #33e560d0
+# %% ../nbs/04_serve.ipynb #bb070361
 @serve_cli.command("worker")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="claim up to this many jobs at once")
 @click.option("--max-delay-ms", type=float, default=10, show_default=True, help="wait at most this long for a batch")
@@ -393,7 +404,7 @@ def worker_command(batch_size, max_delay_ms, model_ref, reload_s, threads, as_js
     counts = worker.run()
     emit(counts, as_json, f"worker {worker.name} stopped: {counts}")
 
-# %% ../nbs/04_serve.ipynb #39addd55
+# %% ../nbs/04_serve.ipynb #21cf407e
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on right now."
     with socket.socket() as s:
@@ -415,7 +426,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
-# %% ../nbs/04_serve.ipynb #453cbee6
+# %% ../nbs/04_serve.ipynb #a130adaa
 class Service:
     "An API and its workers as child processes; use as a context manager."
 
@@ -459,7 +470,7 @@ class Service:
         for proc in reversed(self.procs):
             _stop(proc)
 
-# %% ../nbs/04_serve.ipynb #d8eb87a6
+# %% ../nbs/04_serve.ipynb #7db6f993
 def split_accuracy(model: registry.LoadedModel, images: list[bytes], labels: list[str], batch: int = 256) -> float:
     "Accuracy of a loaded model on image bytes with their labels."
     predicted = []
@@ -478,7 +489,7 @@ def split_images(dataset_version: str, split: str = "test", limit: int | None = 
     part = manifest[manifest["split"] == split].head(limit)
     return [get_blob(store, item_id) for item_id in part["item_id"]], [str(label) for label in part["label"]]
 
-# %% ../nbs/04_serve.ipynb #4f55b241
+# %% ../nbs/04_serve.ipynb #9383d281
 def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") -> dict:
     "Publish the newest run; promote it to production only if it beats production on the same split."
     row = registry.publish(name=name)
@@ -497,7 +508,7 @@ def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") ->
     return {"published": f"{name}@{row['version']}", "promoted": promoted, "split_items": len(labels),
             "accuracy": scores, "production": f"{name}@{registry.resolve(f'{name}@production')[1]}"}
 
-# %% ../nbs/04_serve.ipynb #9c134903
+# %% ../nbs/04_serve.ipynb #2da5bcdf
 def send_images(url: str, images: list[bytes], concurrency: int = 8, headers: dict | None = None) -> list[dict]:
     "POST each image to `url`/v1/predict from `concurrency` client threads; one record per request."
     import requests
@@ -531,7 +542,7 @@ def plot_latencies(latencies_ms: list[float], title: str = "HTTP latency"):
     ax.legend()
     return fig
 
-# %% ../nbs/04_serve.ipynb #7ff899dd
+# %% ../nbs/04_serve.ipynb #bc2c7165
 def run_serve(
     n_requests: int = 200,  # test images sent through HTTP
     concurrency: int = 8,  # client threads sending them

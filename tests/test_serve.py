@@ -247,3 +247,18 @@ def test_the_run_promotes_only_a_better_model_and_serves_it_over_http(fsml_home)
     assert second["published"] == "digits@2" and not second["promoted"] and second["production"] == "digits@1"
     assert second["accuracy"]["candidate"] == second["accuracy"]["production"]
 
+
+
+def test_a_queue_that_cannot_take_jobs_gives_503_json_not_a_crash(fsml_home):
+    from fastapi.testclient import TestClient
+
+    from fullstack_ml.serve import create_app
+
+    app = create_app()
+
+    def broken_put(*args, **kwargs):
+        raise OSError("disk gone")
+
+    app.state.queue.put = broken_put
+    response = TestClient(app).post("/v1/predict", content=digit_png(1))
+    assert response.status_code == 503 and response.json()["error"]["code"] == "queue_unavailable"
