@@ -215,7 +215,8 @@ def main():
         os.environ.pop(key, None)
     os.environ.update(env)
     images, rows, notes, only = make_images(), [], [], set(args.only.split(","))
-    print(f"model {publish_model()} in {home}; {os.cpu_count()} CPUs; {args.seconds}s per level", flush=True)
+    print(f"model {publish_model()} in {home}; {os.cpu_count()} CPUs; {args.seconds}s per level; ours: "
+          f"{args.workers} worker(s), batch {args.batch_size}, max delay {args.max_delay_ms} ms", flush=True)
     try:
         if "inproc" in only:
             rows += bench_in_process(images, args.seconds)
@@ -264,6 +265,8 @@ def main():
                 wait_http(f"http://127.0.0.1:{port}/readyz", [bento], timeout=180)
                 rows += bench_http("BentoML (adaptive batching)", f"http://127.0.0.1:{port}/predict", images,
                                    args.seconds, json_body=True)
+                notes.append("BentoML gets each image as base64 in JSON (a batchable API takes a list); the others "
+                             "get raw bytes; all decode with the same check_image and run the same predict_batch")
             finally:
                 stop([bento])
         else:
