@@ -9,7 +9,7 @@ __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'SQLITE_SCHEMA', 'READY'
            'JobQueue', 'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'SQLiteQueue', 'RedisQueue',
            'open_queue']
 
-# %% ../nbs/03b_queue.ipynb #ed35ae43
+# %% ../nbs/03b_queue.ipynb #c1ea48db
 import json
 import sqlite3
 import threading
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from .settings import get_settings
 
-# %% ../nbs/03b_queue.ipynb #27f17a0d
+# %% ../nbs/03b_queue.ipynb #d368e59b
 @dataclass
 class Job:
     "One unit of work as a worker sees it."
@@ -46,7 +46,7 @@ LEASE_S = 30.0  # a claimed job is delivered again when its worker has not finis
 MAX_DELIVERIES = 3  # after this many deliveries without success a job is dead-lettered
 RESULT_TTL_S = 3600.0  # results (and finished jobs' status) are kept this long
 
-# %% ../nbs/03b_queue.ipynb #9087183d
+# %% ../nbs/03b_queue.ipynb #84230955
 class JobQueue:
     "What the API and the workers need from a queue; the backends below store the jobs."
 
@@ -74,7 +74,7 @@ class JobQueue:
         self._retry(job, reason)
         return "queued"
 
-# %% ../nbs/03b_queue.ipynb #228c4b09
+# %% ../nbs/03b_queue.ipynb #2d056ad3
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, payload BLOB, meta TEXT, status TEXT NOT NULL, deliveries INTEGER NOT NULL DEFAULT 0,
@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (status, lease_until);
 CREATE TABLE IF NOT EXISTS results (job_id TEXT PRIMARY KEY, result TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (updated_at) WHERE status IN ('done', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (status, updated_at);
 """
 READY = "(status = 'queued' OR (status = 'running' AND lease_until < ?))"
 
@@ -125,7 +125,7 @@ def sqlite_store_results(db, pairs: list, ttl_s: float) -> list[bool]:
                    "WHERE id = ?", (now, job.id))
     return firsts
 
-# %% ../nbs/03b_queue.ipynb #3bf610e8
+# %% ../nbs/03b_queue.ipynb #ea1ff995
 class SQLiteQueue(JobQueue):
     "Jobs in one SQLite file: no server, safe across processes on one machine."
 
@@ -264,7 +264,7 @@ def _status_record(job_id, status, deliveries, error, result) -> dict:
         record["result"] = result
     return record
 
-# %% ../nbs/03b_queue.ipynb #b75bfdbb
+# %% ../nbs/03b_queue.ipynb #d8a5987e
 class RedisQueue(JobQueue):
     "Jobs in a Redis Stream with a consumer group: workers on any machine."
 
@@ -426,7 +426,7 @@ class RedisQueue(JobQueue):
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-# %% ../nbs/03b_queue.ipynb #348fb9b0
+# %% ../nbs/03b_queue.ipynb #ca9a6e6a
 OPTION_TYPES = {"lease_s": float, "max_deliveries": int, "result_ttl_s": float, "prefix": str}
 
 
