@@ -10,8 +10,8 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'submit_and_claim', 'skip', 'undo', 'import_weak_labels', 'read_labels_file', 'import_labels',
            'annotation_history', 'current_labels', 'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa',
            'agreement', 'review_queue', 'review', 'annotator_stats', 'status', 'hotkeys', 'item_payloads',
-           'AnnotationSession', 'ReviewSession', 'labelling_widget', 'annotation_app', 'voila_command', 'annotate_cli',
-           'app_command', 'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
+           'AnnotationSession', 'ReviewSession', 'labelling_widget', 'annotation_app', 'annotate_cli', 'app_command',
+           'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
 # %% ../nbs/01_annotate.ipynb #b2c3413f
 import base64
@@ -20,7 +20,6 @@ import io
 import json
 import os
 import random
-import sys
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from functools import cache
@@ -37,7 +36,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .settings import check_listen, get_settings
+from .settings import get_settings
 from fullstack_ml.store import (
     annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
 )
@@ -994,23 +993,6 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     app.children = [widgets.HTML(f"<h3>{'Review' if review else 'Label'} {project}</h3>"), widgets.HBox([name, go])]
     return app
 
-# %% ../nbs/01_annotate.ipynb #0d2a8dcc
-def voila_command(port: int = 8866, host: str = "127.0.0.1", cull_idle_seconds: int = 900,
-                  token: str | None = None) -> list:
-    "The Voila command line that serves the annotation page."
-    from fullstack_ml.pipeline import notebooks_dir
-
-    page = notebooks_dir() / "apps" / "annotate.ipynb"
-    if not page.exists():
-        raise FileNotFoundError(f"the app page {page} is missing: reinstall fullstack-ml")
-    command = [sys.executable, "-m", "voila", str(page), f"--port={port}", f"--Voila.ip={host}", "--no-browser",
-               f"--MappingKernelManager.cull_idle_timeout={cull_idle_seconds}",
-               f"--MappingKernelManager.cull_interval={min(60, max(1, cull_idle_seconds // 2))}",
-               "--VoilaConfiguration.show_tracebacks=False"]
-    if token:
-        command.append(f"--Voila.token={token}")
-    return command
-
 # %% ../nbs/01_annotate.ipynb #16ed0cf7
 @click.group("annotate")
 def annotate_cli():
@@ -1025,17 +1007,10 @@ def annotate_cli():
 @click.option("--cull-idle", default=900, show_default=True, help="seconds before an idle annotator's kernel stops")
 def app_command(port, host, project, cull_idle):
     "Serve the annotation app with Voila and print its URL; ?annotator=NAME skips the login."
-    settings = get_settings()
-    check_listen(host, settings.token)
-    get_project(connect(settings.db_url), project)
-    command = voila_command(port, host, cull_idle, settings.token)
-    query = f"?token={settings.token}&annotator=NAME" if settings.token else "?annotator=NAME"
-    url = f"http://{host}:{port}/{query}"
-    click.echo(f"annotation app for {project!r}: {url}  (reviewers: add &review=1)")
-    sys.stdout.flush()
-    env = dict(os.environ, FSML_ANNOTATE_PROJECT=project,
-               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    os.execve(sys.executable, command, env)
+    from fullstack_ml.apps import serve_app
+
+    get_project(connect(get_settings().db_url), project)  # fail now, clearly, if the project does not exist
+    serve_app("annotate", port, host, cull_idle, query="annotator=NAME", env={"FSML_ANNOTATE_PROJECT": project})
 
 # %% ../nbs/01_annotate.ipynb #e1ec5f7f
 @annotate_cli.command("status")

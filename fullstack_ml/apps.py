@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/apps.html.md"""
 # %% auto #0
 __all__ = ['app_page', 'voila_command', 'app_url', 'serve_app']
 
-# %% ../nbs/core/apps.ipynb #d3d1ca41
+# %% ../nbs/core/apps.ipynb #b99c5dcb
 import os
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from .pipeline import notebooks_dir
 from .settings import check_listen, get_settings
 
-# %% ../nbs/core/apps.ipynb #d708fedc
+# %% ../nbs/core/apps.ipynb #30e9c868
 def app_page(name: str) -> Path:
     "The app page `nbs/apps/<name>.ipynb`, installed or in a checkout."
     page = notebooks_dir() / "apps" / f"{name}.ipynb"
@@ -29,11 +29,11 @@ def voila_command(page: Path, port: int, host: str = "127.0.0.1", token: str | N
     "The Voila command line serving `page` alone, with idle kernels culled."
     command = [sys.executable, "-m", "voila", str(page), f"--port={port}", f"--Voila.ip={host}", "--no-browser",
                f"--MappingKernelManager.cull_idle_timeout={cull_idle_seconds}",
-               "--MappingKernelManager.cull_interval=60",
+               f"--MappingKernelManager.cull_interval={min(60, max(1, cull_idle_seconds // 2))}",
                "--VoilaConfiguration.show_tracebacks=False"]
     return command + [f"--Voila.token={token}"] if token else command + ["--Voila.token="]
 
-# %% ../nbs/core/apps.ipynb #efd3443a
+# %% ../nbs/core/apps.ipynb #4bf485d8
 def app_url(host: str, port: int, token: str | None, query: str = "") -> str:
     "The URL a person opens: with the token in it when one is required."
     params = "&".join(p for p in (f"token={token}" if token else "", query) if p)
