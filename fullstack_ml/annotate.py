@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover
 import click
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from .settings import get_settings
@@ -223,8 +224,9 @@ def enqueue(
                 wanted = counts[item_id] + 1  # a second look at a labelled item: one more opinion
             new_rows.append({"project": project, "item_id": item_id, "overlap": wanted, "priority": priority,
                              "reason": reason, "rank": random.random(), "created_at": now()})
-        if new_rows:
-            conn.execute(tasks.insert(), new_rows)
+        if new_rows:  # a concurrent enqueue of the same new item (PostgreSQL) must not fail: first one wins
+            insert = postgresql.insert if is_postgres(engine) else sqlite.insert
+            conn.execute(insert(tasks).on_conflict_do_nothing(), new_rows)
     return changed + len(new_rows)
 
 # %% ../nbs/01_annotate.ipynb #58eec88a

@@ -180,3 +180,30 @@ def test_app_refuses_open_network_without_token(fsml_home):
     seed(f"sqlite:///{fsml_home}/fsml.db", 1, overlap=1)
     failed = fsml("annotate", "app", "--host", "0.0.0.0", env=dict(os.environ), check=False, timeout=60)
     assert failed.returncode == 1 and "FSML_TOKEN" in failed.stderr
+
+
+def enqueue_at_once(db_url: str, ids: list, barrier) -> None:
+    forget_engines()
+    engine = connect(db_url)
+    barrier.wait(30)
+    enqueue(engine, "digits", ids, priority=80, reason="feedback from the demo")
+
+
+def test_concurrent_enqueues_of_the_same_new_items_all_succeed(db_url):
+    engine = connect(db_url)
+    ensure_project(engine, "digits", DIGITS, 1)
+    new = [sha256_hex(f"new {i}".encode()) for i in range(20)]
+    with engine.begin() as conn:
+        conn.execute(items.insert(), [{"id": i, "width": 8, "height": 8, "format": "PNG", "created_at": now()} for i in new])
+    engine.dispose()
+    forget_engines()
+    barrier = fork.Barrier(8)
+    procs = [fork.Process(target=enqueue_at_once, args=(db_url, new, barrier)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8  # a duplicate-key race would crash some of them
+    with connect(db_url).connect() as conn:
+        queued = conn.execute(sa.select(tasks.c.item_id, tasks.c.priority).where(tasks.c.project == "digits")).all()
+    assert sorted(queued) == sorted((i, 80) for i in new)
