@@ -262,3 +262,24 @@ def test_a_queue_that_cannot_take_jobs_gives_503_json_not_a_crash(fsml_home):
     app.state.queue.put = broken_put
     response = TestClient(app).post("/v1/predict", content=digit_png(1))
     assert response.status_code == 503 and response.json()["error"]["code"] == "queue_unavailable"
+
+
+def test_a_pinned_worker_ignores_promotions_and_a_following_one_swaps_only_to_a_sound_artifact(fsml_home):
+    from fullstack_ml.serve import Worker
+    from fullstack_ml.store import open_files
+
+    publish_untrained(seed=1)
+    second = publish_untrained(seed=2, promote_to=None)
+    pinned = Worker(open_queue(), "digits@1", reload_s=0)
+    following = Worker(open_queue(), "digits@production", reload_s=0)
+    store = open_files()
+    name = f"{second['path']}/weights.safetensors"
+    good = store.read(name)
+    store.write(name, good[:-1] + bytes([good[-1] ^ 1]))  # version 2 is damaged before its promotion
+    promote("digits", 2)
+    pinned.follow_alias()
+    following.follow_alias()
+    assert (pinned.model.ref, following.model.ref) == ("digits@1", "digits@1")  # refused: v1 keeps serving
+    store.write(name, good)
+    following.follow_alias()
+    assert following.model.ref == "digits@2"
