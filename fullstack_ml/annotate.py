@@ -58,11 +58,12 @@ def ensure_project(engine: Engine, name: str = "digits", labels: list = DIGITS, 
         raise ValueError(f"a project needs a name and distinct labels; got {name!r} with labels {labels}")
     if int(overlap) < 1:
         raise ValueError(f"overlap is how many people label each item, at least 1; got {overlap}")
-    with write_transaction(engine) as conn:
-        row = conn.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
-        if row is None:
-            conn.execute(projects.insert().values(name=name, labels=labels, overlap=int(overlap), created_at=now()))
-        elif list(row["labels"]) != labels:
+    insert = postgresql.insert if is_postgres(engine) else sqlite.insert
+    with write_transaction(engine) as conn:  # two creators at once: the first insert wins, both then check it
+        conn.execute(insert(projects).values(name=name, labels=labels, overlap=int(overlap), created_at=now())
+                     .on_conflict_do_nothing())
+        row = conn.execute(sa.select(projects).where(projects.c.name == name)).mappings().one()
+        if list(row["labels"]) != labels:
             raise ValueError(f"project {name!r} has labels {list(row['labels'])}, not {labels}; "
                              "use the same labels or another project name")
         elif row["overlap"] != int(overlap):

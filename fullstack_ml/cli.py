@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/cli.html.md"""
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SUBCOMMANDS', 'emit', 'FsmlGroup', 'main', 'pipeline']
 
-# %% ../nbs/core/cli.ipynb #8b118d72
+# %% ../nbs/core/cli.ipynb #b9d4c296
 import importlib
 import json
 import os
@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 
-# %% ../nbs/core/cli.ipynb #addb372b
+# %% ../nbs/core/cli.ipynb #6bb9967d
 def emit(data, as_json: bool, text: str | None = None) -> None:
     "Print `data` as one JSON object (or JSON lines for a list) with `--json`, else `text` for people."
     if as_json:
@@ -27,31 +27,30 @@ def emit(data, as_json: bool, text: str | None = None) -> None:
     else:
         click.echo(text if text is not None else json.dumps(data, indent=2, default=str))
 
-# %% ../nbs/core/cli.ipynb #03a412fe
+# %% ../nbs/core/cli.ipynb #29c92670
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError, RuntimeError)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
-# %% ../nbs/core/cli.ipynb #bcb83227
-SUBCOMMANDS = {  # name -> (module, attribute); imported only when the subcommand runs
-    "demo-site": ("fullstack_ml.collect", "demo_site_command"),
-    "collect": ("fullstack_ml.collect", "collect_command"),
-    "items": ("fullstack_ml.collect", "items_command"),
-    "annotate": ("fullstack_ml.annotate", "annotate_cli"),
-    "dataset": ("fullstack_ml.datasets", "dataset_cli"),
-    "train": ("fullstack_ml.train", "train_command"),
-    "eval": ("fullstack_ml.eval", "eval_cli"),
-    "registry": ("fullstack_ml.registry", "registry_cli"),
-    "serve": ("fullstack_ml.serve", "serve_cli"),
-    "demo": ("fullstack_ml.demo", "demo_cli"),
+# %% ../nbs/core/cli.ipynb #a63fa044
+SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the subcommand runs
+    "demo-site": ("fullstack_ml.collect", "demo_site_command", "Serve the bundled offline gallery on loopback."),
+    "collect": ("fullstack_ml.collect", "collect_command", "Crawl web pages politely for images and captions."),
+    "items": ("fullstack_ml.collect", "items_command", "List collected items with their provenance."),
+    "annotate": ("fullstack_ml.annotate", "annotate_cli", "The annotation app, progress, export and import."),
+    "dataset": ("fullstack_ml.datasets", "dataset_cli", "Snapshot, list, show and diff dataset versions."),
+    "train": ("fullstack_ml.train", "train_command", "Train on a dataset version, or reproduce the benchmark."),
+    "eval": ("fullstack_ml.eval", "eval_cli", "Evaluate a model; the evaluation app."),
+    "registry": ("fullstack_ml.registry", "registry_cli", "List, show, promote and verify model artifacts."),
+    "serve": ("fullstack_ml.serve", "serve_cli", "The HTTP API and the queue's workers."),
+    "demo": ("fullstack_ml.demo", "demo_cli", "The demo app, and a static page that runs the model in a browser."),
 }
 
 
 def _available(name: str) -> bool:
-    module = SUBCOMMANDS[name][0]
-    return importlib.util.find_spec(module) is not None
+    return importlib.util.find_spec(SUBCOMMANDS[name][0]) is not None
 
 
 class FsmlGroup(click.Group):
@@ -63,9 +62,16 @@ class FsmlGroup(click.Group):
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
         if command is None and name in SUBCOMMANDS and _available(name):
-            module, attribute = SUBCOMMANDS[name]
+            module, attribute, _ = SUBCOMMANDS[name]
             command = getattr(importlib.import_module(module), attribute, None)
         return command
+
+    def format_commands(self, ctx, formatter):
+        "List the commands from their one-line help, importing none of them."
+        rows = [(name, self.commands[name].get_short_help_str(60)) if name in self.commands
+                else (name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:
@@ -78,13 +84,13 @@ class FsmlGroup(click.Group):
             click.echo(f"fsml: error: {_one_line(error)}", err=True)
             sys.exit(1)
 
-# %% ../nbs/core/cli.ipynb #5d540ec1
+# %% ../nbs/core/cli.ipynb #14aefeca
 @click.group(cls=FsmlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fsml")
 def main():
     "fullstack_ml: collect, annotate, version, train, evaluate and serve, on one store."
 
-# %% ../nbs/core/cli.ipynb #e460dbca
+# %% ../nbs/core/cli.ipynb #304c1d9b
 @main.command()
 @click.option("--profile", default="default", show_default=True, help="profile of pipeline.yml (or of --config)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with more profiles")

@@ -13,8 +13,10 @@ from fullstack_ml.pipeline import STAGES, StageFailed, run_pipeline
 FIXTURES = REPO / "nbs" / "fixtures" / "pipeline"
 
 
-def test_parameters_are_injected_and_results_recorded(fsml_home):
-    run = run_pipeline("smoke", notebooks=FIXTURES, stage_list=[("collect", "ok.ipynb")],
+def test_parameters_are_injected_and_results_recorded(fsml_home, tmp_path):
+    config = tmp_path / "fixture.yml"
+    config.write_text("profiles:\n  fixture:\n    collect: {n: 2}\n")
+    run = run_pipeline("fixture", config_path=config, notebooks=FIXTURES, stage_list=[("collect", "ok.ipynb")],
                        overrides=["collect.n=7"], progress=False)
     run_dir = Path(run["run_dir"])
     assert run_dir.parent == fsml_home / "runs"
