@@ -30,7 +30,8 @@ def test_the_network_overfits_one_batch():
     (images, targets), _ = benchmark_data()
     batch = (images[:64], targets[:64])
     config = make_config(epochs=60, lr=1e-2, batch_size=64, label_smoothing=0.0, model={"width": 8, "dropout": 0.0},
-                         augment={"rotate": 0.0, "scale": 0.0, "shift": 0.0, "shear": 0.0})
+                         augment={"rotate": 0.0, "scale_x": 0.0, "scale_y": 0.0, "shift_x": 0.0, "shift_y": 0.0,
+                                  "shear": 0.0})
     torch.manual_seed(0)
     state = fit(build_model(config), config, batch, progress=False)
     assert state["history"][-1]["train_accuracy"] >= 0.98
