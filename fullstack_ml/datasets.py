@@ -9,7 +9,7 @@ __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_man
            'load', 'export_imagefolder', 'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command',
            'show_command', 'diff_command', 'plot_balance', 'run_datasets']
 
-# %% ../nbs/01a_datasets.ipynb #6d10a22d
+# %% ../nbs/01a_datasets.ipynb #076ca718
 import hashlib
 import io
 import json
@@ -31,7 +31,7 @@ from fullstack_ml.store import (
     annotations, connect, dataset_versions, get_blob, items, now, open_files, put_blob, tasks, write_transaction,
 )
 
-# %% ../nbs/01a_datasets.ipynb #9f051d5e
+# %% ../nbs/01a_datasets.ipynb #96720037
 SPLITS = {"train": 0.7, "valid": 0.15, "test": 0.15}  # split -> share of items (by group)
 MANIFEST_COLUMNS = ["item_id", "label", "split", "source", "agreement", "group_id"]
 
@@ -46,7 +46,7 @@ def split_of(key: str, splits: dict = SPLITS) -> str:
             return name
     return name
 
-# %% ../nbs/01a_datasets.ipynb #8ebe22a3
+# %% ../nbs/01a_datasets.ipynb #289992cd
 def project_items(engine, project: str) -> pd.DataFrame:
     "Every item a project has queued or labelled, with its near-duplicate group: columns item_id, group_id."
     in_project = sa.union(sa.select(tasks.c.item_id).where(tasks.c.project == project),
@@ -73,7 +73,7 @@ def version_id(manifest: pd.DataFrame) -> str:
     lines = [f"{item}\t{label}\t{split}" for item, label, split in zip(rows.item_id, rows.label, rows.split)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
-# %% ../nbs/01a_datasets.ipynb #0298a28f
+# %% ../nbs/01a_datasets.ipynb #92189cab
 def validate(manifest: pd.DataFrame, label_set: list, parent: pd.DataFrame | None = None) -> list[str]:
     "Every problem that makes `manifest` unfit to train on, as sentences (empty when it is fine)."
     problems = []
@@ -98,7 +98,7 @@ def validate(manifest: pd.DataFrame, label_set: list, parent: pd.DataFrame | Non
                             f"{moved.split.iloc[0]}): check their near-duplicate groups")
     return problems
 
-# %% ../nbs/01a_datasets.ipynb #02ae1ae8
+# %% ../nbs/01a_datasets.ipynb #03ef5ffc
 def class_balance(manifest: pd.DataFrame, label_set: list) -> pd.DataFrame:
     "Items per label (rows, in label-set order) and split (columns), with a total column."
     table = pd.crosstab(manifest.label, manifest.split).reindex(index=label_set, columns=list(SPLITS), fill_value=0)
@@ -116,7 +116,7 @@ def balance_warnings(table: pd.DataFrame, max_ratio: float = 3.0) -> list[str]:
                         f"{totals.idxmin()!r} only {totals.min()}")
     return warnings
 
-# %% ../nbs/01a_datasets.ipynb #cd3ac86c
+# %% ../nbs/01a_datasets.ipynb #a372a012
 def _counts(manifest: pd.DataFrame) -> dict:
     return {"items": int(len(manifest)),
             "split": {s: int((manifest.split == s).sum()) for s in SPLITS},
@@ -139,7 +139,7 @@ def latest_version(engine=None, project: str | None = None) -> str | None:
     rows = _versions(engine or connect(), project)
     return rows[0]["id"] if rows else None
 
-# %% ../nbs/01a_datasets.ipynb #e5c3d1ad
+# %% ../nbs/01a_datasets.ipynb #f4f486f7
 def snapshot(
     engine=None,  # database (default: from the settings)
     store=None,  # file store (default: from the settings)
@@ -179,7 +179,7 @@ def snapshot(
                                                       created_at=now(), meta=meta))
     return version
 
-# %% ../nbs/01a_datasets.ipynb #60a2dadc
+# %% ../nbs/01a_datasets.ipynb #f21b77a7
 def resolve_version(version: str | None, engine=None) -> dict:
     "The version row for an id, a unique id prefix, `latest` or None (latest); a clear error otherwise."
     rows = _versions(engine or connect())
@@ -216,7 +216,7 @@ def list_versions(engine=None) -> list[dict]:
     engine = engine or connect()
     return [describe(row["id"], engine) for row in _versions(engine)]
 
-# %% ../nbs/01a_datasets.ipynb #8364869b
+# %% ../nbs/01a_datasets.ipynb #4336957a
 def diff(a: str, b: str, engine=None, store=None) -> dict:
     "What changed from version `a` to `b`: item ids added, removed, relabelled and moved between splits."
     old = read_manifest(a, engine, store).set_index("item_id")
@@ -228,7 +228,7 @@ def diff(a: str, b: str, engine=None, store=None) -> dict:
             "relabelled": sorted(both[old.loc[both, "label"] != new.loc[both, "label"]]),
             "moved": sorted(both[old.loc[both, "split"] != new.loc[both, "split"]])}
 
-# %% ../nbs/01a_datasets.ipynb #32acc33e
+# %% ../nbs/01a_datasets.ipynb #71b3ca13
 def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:
     "Store scikit-learn digits `indices` as 64x64 PNG items with weak labels; return their ids (tests, demos)."
     from PIL import Image
@@ -253,7 +253,7 @@ def add_digit_items(engine, store, indices, weak_labels: list | None = None, gro
             conn.execute(items.insert(), new)
     return ids
 
-# %% ../nbs/01a_datasets.ipynb #16a4ca36
+# %% ../nbs/01a_datasets.ipynb #281dfa03
 class ItemDataset(Dataset):
     "One split of a dataset version: preprocessed images (n, 1, h, w), label indices (n,), item ids."
 
@@ -269,7 +269,7 @@ class ItemDataset(Dataset):
             index = torch.as_tensor(index)
         return self.images[index], self.targets[index]
 
-# %% ../nbs/01a_datasets.ipynb #41e3d7c0
+# %% ../nbs/01a_datasets.ipynb #2702df65
 def _decode_all(manifest: pd.DataFrame, store, preprocessing: Preprocessing) -> torch.Tensor:
     "Every manifest image through `preprocessing`, in manifest order: (n, 1, size, size)."
     size = preprocessing.image_size
@@ -298,7 +298,7 @@ def _cached_images(version: str, manifest: pd.DataFrame, store, preprocessing: P
     temp.replace(path)
     return images
 
-# %% ../nbs/01a_datasets.ipynb #71e4a021
+# %% ../nbs/01a_datasets.ipynb #6893fbe0
 class BatchOrder(Sampler):
     "Positions of each batch as index tensors: a fresh seeded permutation per pass (or in order)."
 
@@ -335,7 +335,7 @@ class TensorBatches:
         for index in self.order:
             yield images[index], targets[index]
 
-# %% ../nbs/01a_datasets.ipynb #292d6744
+# %% ../nbs/01a_datasets.ipynb #18acce43
 class VersionedDataset:
     "A loaded dataset version: its manifest, label set and one `ItemDataset` per split."
 
@@ -369,7 +369,7 @@ class VersionedDataset:
         sizes = ", ".join(f"{name}={len(data)}" for name, data in self.splits.items())
         return f"VersionedDataset({self.version}, {sizes})"
 
-# %% ../nbs/01a_datasets.ipynb #ccd63b97
+# %% ../nbs/01a_datasets.ipynb #e2af80a7
 def load(
     version: str | None = None,  # a version id (or unique prefix, or "latest"); default the latest
     engine=None,  # database (default: from the settings)
@@ -387,7 +387,7 @@ def load(
     labels = (row["meta"] or {}).get("labels") or LABELS
     return VersionedDataset(row["id"], row["parent"], manifest, labels, images, preprocessing)
 
-# %% ../nbs/01a_datasets.ipynb #011eec65
+# %% ../nbs/01a_datasets.ipynb #54a515a5
 def export_imagefolder(version: str | None, out_url: str, engine=None, store=None) -> int:
     "Write the version's images as `out_url/<split>/<label>/<item_id>.<ext>`; return how many."
     engine, store = engine or connect(), store or open_files()
@@ -412,7 +412,7 @@ def export_parquet(version: str | None, out_url: str, engine=None, store=None) -
         manifest.to_parquet(f, index=False)
     return len(manifest)
 
-# %% ../nbs/01a_datasets.ipynb #2c6998a1
+# %% ../nbs/01a_datasets.ipynb #43029997
 @click.group("dataset")
 def dataset_cli():
     "Freeze labels into dataset versions, list, show and compare them."
@@ -440,7 +440,7 @@ def list_command(as_json):
     text = "\n".join(f"{r['version']}  parent={r['parent']}  items={r['counts']['items']}" for r in rows)
     emit(rows, as_json, text or "no dataset versions yet")
 
-# %% ../nbs/01a_datasets.ipynb #ba663b34
+# %% ../nbs/01a_datasets.ipynb #b8542ef6
 @dataset_cli.command("show")
 @click.argument("version")
 @click.option("--items", "with_items", is_flag=True, help="one line per item: item, label, split")
@@ -471,7 +471,7 @@ def diff_command(a, b, as_json):
     text = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "relabelled", "moved"))
     emit(changes, as_json, f"{changes['a']} -> {changes['b']}: {text}")
 
-# %% ../nbs/01a_datasets.ipynb #e4c8b437
+# %% ../nbs/01a_datasets.ipynb #4c133165
 def plot_balance(table: pd.DataFrame):
     "A stacked bar chart of items per label and split."
     import matplotlib.pyplot as plt
@@ -482,7 +482,7 @@ def plot_balance(table: pd.DataFrame):
     plt.tight_layout()
     plt.show()
 
-# %% ../nbs/01a_datasets.ipynb #2b034827
+# %% ../nbs/01a_datasets.ipynb #21fb6ca3
 def run_datasets(
     project: str = "digits",  # annotation project to snapshot
     allow_unlabeled: bool = False,  # leave unlabeled items out instead of failing

@@ -8,7 +8,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/model.html.md"""
 __all__ = ['LABELS', 'IMAGE_SIZE', 'TEST_VIEWS', 'MODEL_DEFAULTS', 'Preprocessing', 'DigitNet', 'Ensemble', 'model_config',
            'build_model', 'weights_to_bytes', 'model_from_files', 'Predictor']
 
-# %% ../nbs/01b_model.ipynb #908a1352
+# %% ../nbs/01b_model.ipynb #31019bb9
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -24,11 +24,11 @@ from torch import nn
 
 from .store import connect, open_files, runs
 
-# %% ../nbs/01b_model.ipynb #303f588b
+# %% ../nbs/01b_model.ipynb #946bb49b
 LABELS = [str(d) for d in range(10)]  # the digit classes, in the order of the network's outputs
 IMAGE_SIZE = 8  # the network sees 8x8 images, the resolution of scikit-learn's digits
 
-# %% ../nbs/01b_model.ipynb #16f74aa3
+# %% ../nbs/01b_model.ipynb #65804d27
 def _to_gray_array(image) -> np.ndarray:
     "An image as a float array in [0, 1]: bytes (PNG, JPEG...), a PIL image, or a 2-D array."
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -52,7 +52,7 @@ def _area_resize(array: np.ndarray, size: int) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), mode="F")
     return np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
 
-# %% ../nbs/01b_model.ipynb #365e56d6
+# %% ../nbs/01b_model.ipynb #0676ad9c
 def _fit_box(array: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     "Crop to the ink's bounding box and pad to a centred square (a blank image stays as it is)."
     rows, cols = np.nonzero(array > threshold)
@@ -105,7 +105,7 @@ class Preprocessing:
         return torch.stack([self(image) for image in images]) if len(images) else \
             torch.zeros(0, 1, self.image_size, self.image_size)
 
-# %% ../nbs/01b_model.ipynb #366b0b1e
+# %% ../nbs/01b_model.ipynb #c0914049
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
@@ -144,7 +144,7 @@ class DigitNet(nn.Module):
         log_probabilities = F.log_softmax(self.head(self.features(warped)), dim=1).view(views, n, -1)
         return torch.logsumexp(log_probabilities, dim=0) - np.log(views)
 
-# %% ../nbs/01b_model.ipynb #24f8f782
+# %% ../nbs/01b_model.ipynb #a80be676
 class Ensemble(nn.Module):
     "Members trained side by side; the output is the log of their mean probability."
 
@@ -160,7 +160,7 @@ class Ensemble(nn.Module):
         log_probabilities = torch.stack([F.log_softmax(member(x), dim=1) for member in self.members])
         return torch.logsumexp(log_probabilities, dim=0) - np.log(len(self.members))
 
-# %% ../nbs/01b_model.ipynb #3912012a
+# %% ../nbs/01b_model.ipynb #d0a4ba83
 MODEL_DEFAULTS = {"arch": "digitnet", "width": 32, "input_size": 16, "dropout": 0.2, "members": 1, "tta": True}
 
 
@@ -181,7 +181,7 @@ def build_model(config: dict | None = None) -> nn.Module:
                         dropout=settings["dropout"], tta=settings["tta"]) for _ in range(settings["members"])]
     return members[0] if len(members) == 1 else Ensemble(members)
 
-# %% ../nbs/01b_model.ipynb #8d30669d
+# %% ../nbs/01b_model.ipynb #84f3bf95
 def weights_to_bytes(model: nn.Module) -> bytes:
     "A model's weights as safetensors bytes."
     return save_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
@@ -199,7 +199,7 @@ def model_from_files(weights: bytes, config: dict) -> nn.Module:
                          "these weights") from None
     return model.eval()
 
-# %% ../nbs/01b_model.ipynb #07d76c94
+# %% ../nbs/01b_model.ipynb #6b19d168
 class Predictor:
     "A trained model with its preprocessing and labels: images in, labels and scores out."
 

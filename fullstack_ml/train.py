@@ -10,7 +10,7 @@ __all__ = ['TRAIN_DEFAULTS', 'make_config', 'pick_device', 'set_threads', 'epoch
            'get_run', 'run_benchmark', 'benchmark_table', 'check_labels', 'plot_history', 'train', 'finish_run',
            'train_command', 'run_train']
 
-# %% ../nbs/02_train.ipynb #438d84de
+# %% ../nbs/02_train.ipynb #4ba121ce
 import io
 import math
 import os
@@ -30,7 +30,7 @@ import fullstack_ml
 from .model import LABELS, MODEL_DEFAULTS, Preprocessing, build_model, weights_to_bytes
 from .store import connect, now, open_files, runs, write_transaction
 
-# %% ../nbs/02_train.ipynb #635acc70
+# %% ../nbs/02_train.ipynb #a044f5a1
 TRAIN_DEFAULTS = {
     "epochs": 30,  # passes over the training split
     "batch_size": 64,
@@ -56,7 +56,7 @@ def make_config(**overrides) -> dict:
             else value
     return config
 
-# %% ../nbs/02_train.ipynb #9f39279a
+# %% ../nbs/02_train.ipynb #ba322893
 def pick_device(device: str | None = None) -> torch.device:
     "The device to train on: `device` when given, else CUDA when available, else CPU."
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -75,7 +75,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     torch.manual_seed(seed * 100_003 + epoch)  # dropout draws from the global generator
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
-# %% ../nbs/02_train.ipynb #d1a0f3ae
+# %% ../nbs/02_train.ipynb #3051f786
 def augment(images: torch.Tensor, generator: torch.Generator, size: int, rotate: float = 10.0,
             scale_x: float = 0.15, scale_y: float = 0.05, shear: float = 0.15, shift_x: float = 0.1,
             shift_y: float = 0.05, elastic: float = 0.0) -> torch.Tensor:
@@ -97,7 +97,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, size: int, rotate:
         grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-# %% ../nbs/02_train.ipynb #1bfb5050
+# %% ../nbs/02_train.ipynb #820a2577
 def batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
     "Mini-batches of (images, targets), shuffled with `generator` when given."
     order = torch.randperm(len(targets), generator=generator) if generator is not None else torch.arange(len(targets))
@@ -141,7 +141,7 @@ def evaluate(model, images: torch.Tensor, targets: torch.Tensor, device, batch_s
         correct += int((logits.argmax(1).cpu() == y).sum())
     return {"loss": total_loss / max(len(targets), 1), "accuracy": correct / max(len(targets), 1)}
 
-# %% ../nbs/02_train.ipynb #75a843d1
+# %% ../nbs/02_train.ipynb #9aed6477
 def _state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -186,7 +186,7 @@ def fit(model, config: dict, train: tuple, valid: tuple | None = None, checkpoin
             break  # early stopping: no validation improvement for `patience` epochs
     return state
 
-# %% ../nbs/02_train.ipynb #c1292e47
+# %% ../nbs/02_train.ipynb #d87ee31d
 def benchmark_data() -> tuple[tuple, tuple]:
     "scikit-learn digits split as in its example: ((train images, targets), (test images, targets))."
     from sklearn.datasets import load_digits
@@ -213,7 +213,7 @@ def sklearn_baselines() -> list[dict]:
         rows.append({"model": name, "test_accuracy": accuracy, "seconds": time.perf_counter() - started})
     return rows
 
-# %% ../nbs/02_train.ipynb #cf0d0aa1
+# %% ../nbs/02_train.ipynb #de9c9dd5
 def benchmark_seed(seed: int, config: dict | None = None, device=None, progress: bool = False,
                    eval_every_epoch: bool = False, callbacks=()) -> dict:
     "Train our network on the benchmark's first half with one seed; test accuracy on the second half."
@@ -228,7 +228,7 @@ def benchmark_seed(seed: int, config: dict | None = None, device=None, progress:
     return {"seed": seed, "test_accuracy": result["accuracy"], "seconds": state["seconds"],
             "images_per_second": images / max(state["seconds"], 1e-9), "history": state["history"]}
 
-# %% ../nbs/02_train.ipynb #e16c64ff
+# %% ../nbs/02_train.ipynb #b914cc17
 def new_run_id() -> str:
     "A sortable, unique run id: UTC time plus random hex."
     return "run-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
@@ -253,7 +253,7 @@ def get_run(run_id: str, engine=None) -> dict:
         raise ValueError(f"no run {run_id!r} in the store; `fsml train --json` prints the ids it makes")
     return dict(row)
 
-# %% ../nbs/02_train.ipynb #4dddfb88
+# %% ../nbs/02_train.ipynb #be4db70c
 def run_benchmark(seeds: tuple = (0, 1, 2), config: dict | None = None, engine=None, device=None,
                   progress: bool = True) -> dict:
     "Reproduce the digits benchmark: baselines and our network over `seeds`; recorded as a benchmark run."
@@ -285,7 +285,7 @@ def benchmark_table(summary: dict) -> pd.DataFrame:
                  "per seed": ", ".join(f"{s['test_accuracy']:.4f}" for s in seeds)})
     return pd.DataFrame(rows).set_index("model")
 
-# %% ../nbs/02_train.ipynb #a1843943
+# %% ../nbs/02_train.ipynb #deca256a
 def _split_tensors(data, split: str, labels: list[str]) -> tuple:
     "Images and targets of one split, targets re-indexed from the dataset's labels to the model's."
     part = data[split]
@@ -302,7 +302,7 @@ def check_labels(data, labels: list[str]) -> None:
     if not len(data["train"]):
         raise ValueError(f"dataset {data.version} has no training items; annotate more items and snapshot again")
 
-# %% ../nbs/02_train.ipynb #62a0ae82
+# %% ../nbs/02_train.ipynb #b31566b4
 def plot_history(history: list, title: str = ""):
     "Loss and accuracy per epoch, train against validation; returns the matplotlib figure."
     import matplotlib.pyplot as plt
@@ -316,7 +316,7 @@ def plot_history(history: list, title: str = ""):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/02_train.ipynb #380fd1c6
+# %% ../nbs/02_train.ipynb #87be22ab
 def _save_checkpoint(store, run_id: str):
     def save(checkpoint: dict) -> None:
         buffer = io.BytesIO()
@@ -329,7 +329,7 @@ def _load_checkpoint(store, run_id: str) -> dict | None:
     name = f"runs/{run_id}/checkpoint.pt"
     return torch.load(io.BytesIO(store.read(name)), weights_only=False) if store.exists(name) else None
 
-# %% ../nbs/02_train.ipynb #7d368d81
+# %% ../nbs/02_train.ipynb #4a9620a1
 def train(
     dataset: str | None = None,  # dataset version id (or prefix, or "latest"); default the latest
     config: dict | None = None,  # a full config (make_config(...)); default make_config()
@@ -363,7 +363,7 @@ def train(
         raise
     return finish_run(engine, store, run_id, model, config, data, state, device, threads)
 
-# %% ../nbs/02_train.ipynb #e7db9a62
+# %% ../nbs/02_train.ipynb #000fa629
 def finish_run(engine, store, run_id: str, model, config: dict, data, state: dict, device, threads: int) -> dict:
     "Keep the best epoch's weights, write the run's files and mark it done; return its summary."
     import json
@@ -394,7 +394,7 @@ def finish_run(engine, store, run_id: str, model, config: dict, data, state: dic
             "images_per_second": metrics["images_per_second"], "checkpoint_path": weights_path,
             "history": state["history"]}
 
-# %% ../nbs/02_train.ipynb #327d11e9
+# %% ../nbs/02_train.ipynb #d0ce5dcd
 def _brief(summary: dict) -> dict:
     "A summary without its per-epoch history (for JSON output and pipeline results)."
     return {k: v for k, v in summary.items() if k != "history"}
@@ -425,7 +425,7 @@ def train_command(dataset, benchmark, epochs, seed, resume, device, as_json):
                 f"{summary['val_accuracy']:.4f} (epoch {summary['best_epoch']}), {summary['seconds']:.1f} s")
     emit(summary, as_json, text)
 
-# %% ../nbs/02_train.ipynb #0d3dc96a
+# %% ../nbs/02_train.ipynb #5c458ad4
 def run_train(
     benchmark_seeds: list = (0, 1, 2),  # seeds of the benchmark reproduction (empty: skip it)
     benchmark_epochs: int = 30,  # epochs per benchmark seed
