@@ -75,19 +75,21 @@ def main() -> dict:
                 order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(epoch))
                 for start in range(0, len(targets), args.batch_size):
                     index = order[start:start + args.batch_size]
-                    x, y = images[index], targets[index]
-                    seen += len(y)
+                    batch = images[index], targets[index]
+                    seen += len(batch[1])
             return seen
 
         rates = {}
-        for name, run in (("limit", limit_pass), ("loader", loader_pass), ("torch_dataloader", torch_dataloader_pass)) * 3:  # interleaved, best of three
+        passes = (("limit", limit_pass), ("loader", loader_pass), ("torch_dataloader", torch_dataloader_pass))
+        for name, run in passes * 3:  # interleaved, best of three
             started = time.perf_counter()
             seen = run()
             rates[name] = max(rates.get(name, 0.0), seen / (time.perf_counter() - started))
         result = {"benchmark": "loader", "items": len(ids), "train_items": len(train), "batch_size": args.batch_size,
                   "first_load_seconds": round(first_load, 3), "cached_load_seconds": round(cached_load, 3),
                   "decode_items_per_second": round(len(ids) / first_load, 1),
-                  "loader_samples_per_second": round(rates["loader"]), "limit_samples_per_second": round(rates["limit"]),
+                  "loader_samples_per_second": round(rates["loader"]),
+                  "limit_samples_per_second": round(rates["limit"]),
                   "ratio": round(rates["loader"] / rates["limit"], 3), "target_ratio": 0.9,
                   "torch_dataloader_samples_per_second": round(rates["torch_dataloader"]),
                   "torch_dataloader_ratio": round(rates["torch_dataloader"] / rates["limit"], 3)}
