@@ -375,7 +375,7 @@ def app_command(port, host, cull_idle):
 # %% ../nbs/04a_demo.ipynb #d33ddab0
 def export_onnx(
     predictor,  # a fullstack_ml.model.Predictor (its network and preprocessing)
-    opset: int = 17,
+    opset: int = 20,  # 20 has AffineGrid/GridSample, which the test-time views use
 ) -> bytes:
     "The predictor's network plus softmax as ONNX bytes: input `image` (batch, 1, size, size) -> `scores`."
     import torch

@@ -136,13 +136,13 @@ class DigitNet(nn.Module):
 
     def _test_views(self, x):
         "Log of the mean probability over slanted and widened views of each image (test-time augmentation)."
-        n, views = len(x), len(TEST_VIEWS)
-        theta = torch.tensor([[[1 / w, s / w, 0.0], [0.0, 1.0, 0.0]] for s, w in TEST_VIEWS], dtype=x.dtype,
-                             device=x.device).repeat_interleave(n, 0)  # (views * n, 2, 3)
-        grid = F.affine_grid(theta, (views * n, 1, *x.shape[-2:]), align_corners=False)
-        warped = F.grid_sample(x.repeat(views, 1, 1, 1), grid, mode="bilinear", align_corners=False)
-        log_probabilities = F.log_softmax(self.head(self.features(warped)), dim=1).view(views, n, -1)
-        return torch.logsumexp(log_probabilities, dim=0) - np.log(views)
+        log_probabilities = []
+        for slant, width in TEST_VIEWS:  # a fixed loop with no batch size baked in, so ONNX export keeps it dynamic
+            theta = torch.tensor([[[1 / width, slant / width, 0.0], [0.0, 1.0, 0.0]]], dtype=x.dtype, device=x.device)
+            grid = F.affine_grid(theta, [1, 1, *x.shape[-2:]], align_corners=False).expand(x.shape[0], -1, -1, -1)
+            warped = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+            log_probabilities.append(F.log_softmax(self.head(self.features(warped)), dim=1))
+        return torch.logsumexp(torch.stack(log_probabilities), dim=0) - np.log(len(TEST_VIEWS))
 
 # %% ../nbs/01b_model.ipynb #a80be676
 class Ensemble(nn.Module):
