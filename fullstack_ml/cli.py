@@ -7,8 +7,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/cli.html.md"""
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SUBCOMMANDS', 'emit', 'FsmlGroup', 'main', 'pipeline']
 
-# %% ../nbs/core/cli.ipynb #b9d4c296
+# %% ../nbs/core/cli.ipynb #7eedb7b1
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ import click
 
 from . import __version__
 
-# %% ../nbs/core/cli.ipynb #6bb9967d
+# %% ../nbs/core/cli.ipynb #494442d5
 def emit(data, as_json: bool, text: str | None = None) -> None:
     "Print `data` as one JSON object (or JSON lines for a list) with `--json`, else `text` for people."
     if as_json:
@@ -27,14 +28,14 @@ def emit(data, as_json: bool, text: str | None = None) -> None:
     else:
         click.echo(text if text is not None else json.dumps(data, indent=2, default=str))
 
-# %% ../nbs/core/cli.ipynb #29c92670
+# %% ../nbs/core/cli.ipynb #f94d2789
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError, RuntimeError)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
-# %% ../nbs/core/cli.ipynb #a63fa044
+# %% ../nbs/core/cli.ipynb #0da42078
 SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the subcommand runs
     "demo-site": ("fullstack_ml.collect", "demo_site_command", "Serve the bundled offline gallery on loopback."),
     "collect": ("fullstack_ml.collect", "collect_command", "Crawl web pages politely for images and captions."),
@@ -84,13 +85,13 @@ class FsmlGroup(click.Group):
             click.echo(f"fsml: error: {_one_line(error)}", err=True)
             sys.exit(1)
 
-# %% ../nbs/core/cli.ipynb #14aefeca
+# %% ../nbs/core/cli.ipynb #748b6cbc
 @click.group(cls=FsmlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fsml")
 def main():
     "fullstack_ml: collect, annotate, version, train, evaluate and serve, on one store."
 
-# %% ../nbs/core/cli.ipynb #304c1d9b
+# %% ../nbs/core/cli.ipynb #80202226
 @main.command()
 @click.option("--profile", default="default", show_default=True, help="profile of pipeline.yml (or of --config)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with more profiles")
