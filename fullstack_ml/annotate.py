@@ -183,6 +183,14 @@ def _human_counts(conn, project: str, item_ids: list) -> dict:
     return counts
 
 # %% ../nbs/01_annotate.ipynb #c2de3afc
+def _unknown_items(conn, item_ids: list) -> list:
+    "The ids among `item_ids` that have no row in `items`, in order."
+    known = set()
+    for chunk in _chunks(item_ids):
+        known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
+    return [i for i in item_ids if i not in known]
+
+
 def enqueue(
     engine: Engine,
     project: str,  # the project's name, e.g. "digits"
@@ -196,10 +204,7 @@ def enqueue(
     item_ids = list(dict.fromkeys(str(i) for i in item_ids))
     changed = 0
     with _queue_transaction(engine) as conn:
-        known = set()
-        for chunk in _chunks(item_ids):
-            known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
-        unknown = [i for i in item_ids if i not in known]
+        unknown = _unknown_items(conn, item_ids)
         if unknown:
             raise ValueError(f"{len(unknown)} item id(s) are not in the store, e.g. {unknown[0][:16]!r}; "
                              "collect or import the items first")
@@ -510,10 +515,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
                          f"(e.g. {bad[0]!r}); expected one of {labels}")
     ids = list(dict.fromkeys(str(row["item"]) for row in rows))
     with _queue_transaction(engine) as conn:
-        known = set()
-        for chunk in _chunks(ids):
-            known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
-        missing = [i for i in ids if i not in known]
+        missing = _unknown_items(conn, ids)
         if missing:
             raise ValueError(f"{len(missing)} item(s) in {Path(path).name} are not in the store "
                              f"(e.g. {missing[0][:16]!r}); collect them first or fix the ids")
