@@ -9,9 +9,9 @@ __all__ = ['DIGITS', 'HUMAN_KINDS', 'LABEL_KINDS', 'LEASE_SECONDS', 'DISAGREEMEN
            'ensure_project', 'get_project', 'enqueue', 'LeaseLost', 'claim', 'heartbeat', 'release', 'submit',
            'submit_and_claim', 'skip', 'undo', 'import_weak_labels', 'read_labels_file', 'import_labels',
            'annotation_history', 'current_labels', 'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa',
-           'agreement', 'review_queue', 'review', 'annotator_stats', 'status', 'hotkeys', 'item_payloads',
-           'AnnotationSession', 'ReviewSession', 'labelling_widget', 'annotation_app', 'annotate_cli', 'app_command',
-           'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
+           'agreement', 'review_queue', 'ReviewConflict', 'review', 'annotator_stats', 'status', 'hotkeys',
+           'item_payloads', 'AnnotationSession', 'ReviewSession', 'labelling_widget', 'annotation_app', 'annotate_cli',
+           'app_command', 'status_command', 'export_command', 'import_command', 'plot_classes', 'run_annotate']
 
 # %% ../nbs/01_annotate.ipynb #b2c3413f
 import base64
@@ -645,10 +645,28 @@ def review_queue(engine: Engine, project: str = "digits") -> pd.DataFrame:
     return todo.sort_values(["agreement", "item_id"]).reset_index(drop=True)
 
 
-def review(engine: Engine, project: str, item_id: str, reviewer: str, label: str) -> int:
+class ReviewConflict(ValueError):
+    "Another reviewer has already decided this item."
+
+
+def review(
+    engine: Engine, project: str, item_id: str, reviewer: str, label: str,
+    overrule: bool = False,  # replace another reviewer's standing decision instead of refusing
+) -> int:
     "Record a reviewer's final decision on an item (it overrides the majority); return the annotation id."
     label = _check_label(engine, project, label)
     with _queue_transaction(engine) as conn:
+        lock = sa.select(items.c.id).where(items.c.id == item_id)  # one reviewer at a time per item
+        if conn.execute(lock.with_for_update() if is_postgres(engine) else lock).first() is None:
+            raise ValueError(f"no item {item_id!r} in the store; review an id from `review_queue`")
+        standing = conn.execute(
+            sa.select(annotations.c.annotator, annotations.c.label)
+            .where(annotations.c.project == project, annotations.c.item_id == item_id,
+                   annotations.c.kind == "review", _not_undone())
+            .order_by(annotations.c.id.desc()).limit(1)).first()
+        if standing is not None and standing.annotator != reviewer and not overrule:
+            raise ReviewConflict(f"item {item_id[:12]} was already decided as {standing.label!r} by "
+                                 f"{standing.annotator}; pass overrule=True to replace their decision")
         return conn.execute(annotations.insert().values(project=project, item_id=item_id, annotator=reviewer,
                                                         kind="review", label=label, created_at=now())
                             ).inserted_primary_key[0]
@@ -805,7 +823,10 @@ class ReviewSession(AnnotationSession):
             self.sent = set()
         elif kind == "label":
             self.sent.discard(item_id)
-            review(self.engine, self.project, item_id, self.annotator, message["label"])
+            try:
+                review(self.engine, self.project, item_id, self.annotator, message["label"])
+            except ReviewConflict as error:  # two reviewers on one item: the first decision stands
+                self.send({"type": "notice", "text": str(error)})
         elif kind == "skip":
             self.sent.discard(item_id)
             self.passed.add(item_id)

@@ -207,3 +207,45 @@ def test_concurrent_enqueues_of_the_same_new_items_all_succeed(db_url):
     with connect(db_url).connect() as conn:
         queued = conn.execute(sa.select(tasks.c.item_id, tasks.c.priority).where(tasks.c.project == "digits")).all()
     assert sorted(queued) == sorted((i, 80) for i in new)
+
+
+def review_at_once(db_url: str, item_id: str, reviewer: str, label: str, barrier, results) -> None:
+    from fullstack_ml.annotate import ReviewConflict, review
+
+    forget_engines()
+    engine = connect(db_url)
+    barrier.wait(30)
+    try:
+        review(engine, "digits", item_id, reviewer, label)
+        results.put((reviewer, "decided"))
+    except ReviewConflict as error:
+        results.put((reviewer, str(error)))
+
+
+def test_two_reviewers_at_once_one_decision_stands(db_url):
+    from fullstack_ml.annotate import consensus, review_queue
+
+    [item] = seed(db_url, 1, overlap=2)
+    engine = connect(db_url)
+    for person, label in (("ann", "4"), ("ben", "9")):
+        submit(engine, "digits", claim(engine, "digits", person)[0], person, label)
+    assert review_queue(engine, "digits").item_id.tolist() == [item]
+    engine.dispose()
+    forget_engines()
+    barrier, results = fork.Barrier(6), fork.Queue()
+    reviewers = [(f"reviewer{i}", "4" if i % 2 else "9") for i in range(6)]
+    procs = [fork.Process(target=review_at_once, args=(db_url, item, who, label, barrier, results))
+             for who, label in reviewers]
+    for p in procs:
+        p.start()
+    outcomes = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * 6
+    winners = [who for who, outcome in outcomes.items() if outcome == "decided"]
+    assert len(winners) == 1, outcomes  # the first decision stands; the others are told who decided it
+    label = dict(reviewers)[winners[0]]
+    assert all(f"already decided as '{label}' by {winners[0]}" in outcome
+               for who, outcome in outcomes.items() if who != winners[0])
+    table = consensus(connect(db_url), "digits").set_index("item_id")
+    assert (table.loc[item, "label"], table.loc[item, "source"]) == (label, "review")
