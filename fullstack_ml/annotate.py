@@ -34,12 +34,12 @@ except ImportError:  # pragma: no cover
 import click
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from .settings import get_settings
 from fullstack_ml.store import (
-    annotations, connect, get_blob, is_postgres, items, leases, now, open_files, projects, tasks, write_transaction,
+    annotations, connect, dialect_insert, get_blob, insert_new, is_postgres, items, leases, now, open_files, projects,
+    tasks, write_transaction,
 )
 
 # %% ../nbs/01_annotate.ipynb #3a88f1c8
@@ -58,10 +58,8 @@ def ensure_project(engine: Engine, name: str = "digits", labels: list = DIGITS, 
         raise ValueError(f"a project needs a name and distinct labels; got {name!r} with labels {labels}")
     if int(overlap) < 1:
         raise ValueError(f"overlap is how many people label each item, at least 1; got {overlap}")
-    insert = postgresql.insert if is_postgres(engine) else sqlite.insert
     with write_transaction(engine) as conn:  # two creators at once: the first insert wins, both then check it
-        conn.execute(insert(projects).values(name=name, labels=labels, overlap=int(overlap), created_at=now())
-                     .on_conflict_do_nothing())
+        insert_new(conn, projects, [{"name": name, "labels": labels, "overlap": int(overlap), "created_at": now()}])
         row = conn.execute(sa.select(projects).where(projects.c.name == name)).mappings().one()
         if list(row["labels"]) != labels:
             raise ValueError(f"project {name!r} has labels {list(row['labels'])}, not {labels}; "
@@ -230,9 +228,8 @@ def enqueue(
                 wanted = counts[item_id] + 1  # a second look at a labelled item: one more opinion
             new_rows.append({"project": project, "item_id": item_id, "overlap": wanted, "priority": priority,
                              "reason": reason, "rank": random.random(), "created_at": now()})
-        if new_rows:  # a concurrent enqueue of the same new item (PostgreSQL) must not fail: first one wins
-            insert = postgresql.insert if is_postgres(engine) else sqlite.insert
-            conn.execute(insert(tasks).on_conflict_do_nothing(), new_rows)
+        # a concurrent enqueue of the same new item (PostgreSQL) must not fail: the first one wins
+        insert_new(conn, tasks, new_rows)
     return changed + len(new_rows)
 
 # %% ../nbs/01_annotate.ipynb #58eec88a
@@ -265,9 +262,7 @@ _RENEW = leases.update().where(*_MY_LIVE_LEASES).values(expires_at=sa.bindparam(
 @cache
 def _upsert_lease(dialect: str):
     "INSERT a lease, or renew the annotator's old (expired) one on the same item: SQLite and PostgreSQL agree."
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(leases)
+    insert = dialect_insert(leases, dialect)
     return insert.on_conflict_do_update(index_elements=[leases.c.project, leases.c.item_id, leases.c.annotator],
                                         set_={"expires_at": insert.excluded.expires_at,
                                                   "created_at": insert.excluded.created_at})

@@ -42,8 +42,8 @@ from requests.utils import requote_uri
 
 from . import __version__
 from .cli import emit
-from .store import (connect, fetches, item_sources, items, now, open_files, put_blob, sha256_hex,
-                                write_transaction)
+from .store import (connect, fetches, insert_new, item_sources, items, now, open_files, put_blob,
+                                sha256_hex, upsert, write_transaction)
 
 # %% ../nbs/00_collect.ipynb #1d530392
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -296,30 +296,6 @@ def _popcount(words: np.ndarray) -> np.ndarray:
         return np.bitwise_count(words)
     return np.unpackbits(words.view(np.uint8), axis=-1).reshape(*words.shape, 64).sum(axis=-1)
 
-# %% ../nbs/00_collect.ipynb #cc1da281
-def _upsert(conn, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
-    "Insert `rows`, replacing rows with the same `keys` (PostgreSQL and SQLite)."
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
-    update = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=update), rows)
-
-
-def _insert_new(conn, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
-    "Insert `rows`, skipping those whose `keys` already exist."
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), rows)
-
 # %% ../nbs/00_collect.ipynb #06a1bc66
 class Ledger:
     "What the store already holds, and the rows waiting to be written in the next batch."
@@ -340,9 +316,9 @@ class Ledger:
         "Write the pending rows in one transaction."
         if any(self.pending.values()):
             with write_transaction(self.engine) as conn:
-                _insert_new(conn, items, self.pending["items"], ["id"])
-                _insert_new(conn, item_sources, self.pending["item_sources"], ["item_id", "source_url"])
-                _upsert(conn, fetches, list({r["url"]: r for r in self.pending["fetches"]}.values()), ["url"])
+                insert_new(conn, items, self.pending["items"], ["id"])
+                insert_new(conn, item_sources, self.pending["item_sources"], ["item_id", "source_url"])
+                upsert(conn, fetches, list({r["url"]: r for r in self.pending["fetches"]}.values()), ["url"])
             self.pending = dict(items=[], item_sources=[], fetches=[])
 
 # %% ../nbs/00_collect.ipynb #d5976882

@@ -29,14 +29,12 @@ import ipywidgets as widgets
 import requests
 import sqlalchemy as sa
 import traitlets
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .cli import emit
 from .pipeline import notebooks_dir
 from .settings import get_settings
 from fullstack_ml.store import (
-    annotations, connect, is_postgres, items, now, open_files, put_blob, sha256_hex, write_transaction,
+    annotations, connect, insert_new, items, now, open_files, put_blob, sha256_hex, write_transaction,
 )
 
 # %% ../nbs/04a_demo.ipynb #52029eb6
@@ -156,12 +154,11 @@ def record_feedback(
     said = (prediction or {}).get("label")
     provenance = {"source": "demo", "via": "fsml demo app", "model": (prediction or {}).get("model"),
                   "predicted": said, "scores": (prediction or {}).get("scores"), "phash_256": facts["phash_256"]}
-    insert = (postgresql_insert if is_postgres(engine) else sqlite_insert)(items).values(
-        id=item_id, width=facts["width"], height=facts["height"], format=facts["format"], phash=facts["phash"],
-        group_id=facts["group_id"] or item_id, source_url=f"demo:{item_id}", origin="demo", created_at=now(),
-        meta=provenance)
+    row = {"id": item_id, "width": facts["width"], "height": facts["height"], "format": facts["format"],
+           "phash": facts["phash"], "group_id": facts["group_id"] or item_id, "source_url": f"demo:{item_id}",
+           "origin": "demo", "created_at": now(), "meta": provenance}
     with write_transaction(engine) as conn:
-        conn.execute(insert.on_conflict_do_nothing(index_elements=["id"]))  # the same bytes twice: one item
+        insert_new(conn, items, [row], ["id"])  # the same bytes twice: one item
         result = conn.execute(annotations.insert().values(
             project=project, item_id=item_id, annotator=annotator, kind="feedback", label=str(label),
             created_at=now(), meta=provenance))

@@ -8,8 +8,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/store.html.md"""
 __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 'leases', 'annotations', 'dataset_versions',
            'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'schema_version', 'MIGRATIONS',
            'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
-           'write_transaction', 'is_postgres', 'now', 'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name',
-           'put_blob', 'get_blob', 'open_files']
+           'write_transaction', 'is_postgres', 'now', 'dialect_insert', 'insert_new', 'upsert', 'sha256_hex',
+           'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
 
 # %% ../nbs/core/store.ipynb #f1ab014a
 import hashlib
@@ -301,6 +301,29 @@ def is_postgres(engine: Engine) -> bool:
 def now() -> float:
     "Seconds since the epoch: how the store writes every time."
     return time.time()
+
+# %% ../nbs/core/store.ipynb #b2d49635
+def dialect_insert(table: sa.Table, dialect: str):
+    "`INSERT INTO table` built by the dialect's own `insert`, so it supports `ON CONFLICT` (PostgreSQL, SQLite)."
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if dialect not in ("postgresql", "sqlite"):
+        raise StoreError(f"the store runs on SQLite or PostgreSQL, not {dialect!r}; check FSML_DB_URL")
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
+def insert_new(conn, table: sa.Table, rows: list[dict], keys: list[str] | None = None) -> None:
+    "Insert `rows`, skipping those whose `keys` (default: any unique key) already exist."
+    if rows:
+        conn.execute(dialect_insert(table, conn.dialect.name).on_conflict_do_nothing(index_elements=keys), rows)
+
+
+def upsert(conn, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
+    "Insert `rows`, replacing the other columns of rows that have the same `keys`."
+    if rows:
+        statement = dialect_insert(table, conn.dialect.name)
+        update = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+        conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=update), rows)
 
 # %% ../nbs/core/store.ipynb #f4984f7c
 def sha256_hex(data: bytes) -> str:
