@@ -41,13 +41,16 @@ def main() -> dict:
                       "seconds": round(result["seconds"], 2),
                       "seconds_to_target": round(reached["seconds"], 2) if reached else None,
                       "epoch_to_target": reached["epoch"] if reached else None,
-                      "images_per_second": round(result["images_per_second"], 1)})
+                      "images_per_second": round(result["images_per_second"], 1),
+                      "errors": len(result["wrong"]), "wrong": result["wrong"]})
     to_target = [s["seconds_to_target"] for s in seeds]
     result = {
         "benchmark": "train", "split": "sklearn digits example (first half train, second half test)",
         "test_accuracy_mean": round(float(np.mean([s["test_accuracy"] for s in seeds])), 4),
         "seconds_to_99_median": float(np.median(to_target)) if all(t is not None for t in to_target) else None,
         "images_per_second_mean": round(float(np.mean([s["images_per_second"] for s in seeds])), 1),
+        "wrong_in_every_seed": sorted(set.intersection(*(set(s["wrong"]) for s in seeds))),
+        "max_errors_for_target": int((1 - args.target) * 899 + 1e-9),  # 899 test images
         "seeds": seeds, "baselines": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in b.items()}
                                       for b in sklearn_baselines()],
         "epochs": config["epochs"], "model": config["model"], "threads": threads,

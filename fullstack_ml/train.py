@@ -7,8 +7,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/train.html.md"""
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'make_config', 'pick_device', 'set_threads', 'epoch_generator', 'augment', 'batches', 'train_epoch',
            'evaluate', 'fit', 'benchmark_data', 'sklearn_baselines', 'benchmark_seed', 'new_run_id', 'record_run',
-           'get_run', 'run_benchmark', 'benchmark_table', 'check_labels', 'plot_history', 'train', 'finish_run',
-           'train_command', 'run_train']
+           'get_run', 'run_benchmark', 'benchmark_table', 'plot_benchmark_errors', 'check_labels', 'plot_history',
+           'train', 'finish_run', 'train_command', 'run_train']
 
 # %% ../nbs/02_train.ipynb #4ba121ce
 import io
@@ -224,9 +224,12 @@ def benchmark_seed(seed: int, config: dict | None = None, device=None, progress:
     state = fit(model, config, train, device=device, progress=progress, callbacks=callbacks,
                 test=test if eval_every_epoch else None)
     result = evaluate(model, *test, pick_device(device))  # the last epoch: no validation split to pick by
+    with torch.inference_mode():
+        predicted = torch.cat([model(x.to(pick_device(device))).argmax(1).cpu() for x, _ in batches(*test, 512)])
     images = len(train[1]) * state["epoch"]
     return {"seed": seed, "test_accuracy": result["accuracy"], "seconds": state["seconds"],
-            "images_per_second": images / max(state["seconds"], 1e-9), "history": state["history"]}
+            "images_per_second": images / max(state["seconds"], 1e-9), "history": state["history"],
+            "wrong": torch.nonzero(predicted != test[1]).flatten().tolist()}  # test indices it got wrong
 
 # %% ../nbs/02_train.ipynb #b914cc17
 def new_run_id() -> str:
@@ -266,8 +269,9 @@ def run_benchmark(seeds: tuple = (0, 1, 2), config: dict | None = None, engine=N
                                                                              disable=not progress)]
     accuracies = [r["test_accuracy"] for r in results]
     summary = {"run_id": run_id, "test_accuracy": float(np.mean(accuracies)), "test_accuracy_std": float(np.std(accuracies)),
-               "seeds": [{k: r[k] for k in ("seed", "test_accuracy", "seconds", "images_per_second")}
-                         for r in results],
+               "seeds": [{**{k: r[k] for k in ("seed", "test_accuracy", "seconds", "images_per_second")},
+                          "errors": len(r["wrong"])} for r in results],
+               "wrong_in_every_seed": sorted(set.intersection(*(set(r["wrong"]) for r in results))),
                "baselines": sklearn_baselines(), "seconds": time.perf_counter() - started,
                "history": [r["history"] for r in results]}
     metrics = {k: v for k, v in summary.items() if k not in ("run_id", "history")}
@@ -284,6 +288,23 @@ def benchmark_table(summary: dict) -> pd.DataFrame:
                  "seconds": float(np.mean([s["seconds"] for s in seeds])),
                  "per seed": ", ".join(f"{s['test_accuracy']:.4f}" for s in seeds)})
     return pd.DataFrame(rows).set_index("model")
+
+# %% ../nbs/02_train.ipynb #c482f748
+def plot_benchmark_errors(indices: list, predicted: dict | None = None, columns: int = 8):
+    "The benchmark's test images at `indices` (e.g. `wrong_in_every_seed`), titled with their labels."
+    import matplotlib.pyplot as plt
+
+    _, (images, targets) = benchmark_data()
+    rows = max(1, math.ceil(len(indices) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, indices):
+        axis.imshow(images[index, 0], cmap="gray_r", vmin=0, vmax=1)
+        said = f" said {predicted[index]}" if predicted and index in predicted else ""
+        axis.set_title(f"#{index}: {int(targets[index])}{said}", fontsize=8)
+    figure.tight_layout()
+    return figure
 
 # %% ../nbs/02_train.ipynb #deca256a
 def _split_tensors(data, split: str, labels: list[str]) -> tuple:
@@ -443,9 +464,13 @@ def run_train(
                                 progress=show)
         result["benchmark"] = _brief(summary)
         if show:
+            import matplotlib.pyplot as plt
             from IPython.display import display
 
             display(benchmark_table(summary))
+            if summary["wrong_in_every_seed"]:  # the first 24 test images that every seed got wrong
+                plot_benchmark_errors(summary["wrong_in_every_seed"][:24])
+                plt.show()
     summary = train(dataset, make_config(epochs=epochs, seed=seed, model=model), progress=show)
     if show:
         import matplotlib.pyplot as plt
