@@ -3,8 +3,9 @@
 The split of scikit-learn's own digits example (first half trains, second half tests, in order). For each of
 3 seeds, our network trains with the default config; test accuracy is measured after every epoch (as
 DAWNBench does for time-to-accuracy; nothing is selected by it) and the clock stops for "seconds to 99%" at
-the first epoch whose test accuracy is >= 99.0%. The clock counts training only (the per-epoch test pass,
-with the network's 9 test-time views, is not counted). The final accuracy is the last epoch's, as in the
+the first epoch whose test accuracy is >= 99.0%. The clock counts training only (the per-epoch test pass
+is not counted). A seed that never gets there counts as infinitely slow, so the median is reported
+when at least two of three seeds get there. The final accuracy is the last epoch's, as in the
 pipeline.
 Prints one JSON line; targets: mean final accuracy >= 0.99, seconds to 99% <= 15.
 
@@ -19,6 +20,12 @@ import os
 import time
 
 import numpy as np
+
+
+def _median_or_none(seconds: list):
+    "Median of times where None means never: None when the median itself is never."
+    median = float(np.median([np.inf if s is None else s for s in seconds]))
+    return None if np.isinf(median) else round(median, 2)
 
 
 def main() -> dict:
@@ -47,7 +54,7 @@ def main() -> dict:
     result = {
         "benchmark": "train", "split": "sklearn digits example (first half train, second half test)",
         "test_accuracy_mean": round(float(np.mean([s["test_accuracy"] for s in seeds])), 4),
-        "seconds_to_99_median": float(np.median(to_target)) if all(t is not None for t in to_target) else None,
+        "seconds_to_99_median": _median_or_none(to_target),
         "images_per_second_mean": round(float(np.mean([s["images_per_second"] for s in seeds])), 1),
         "wrong_in_every_seed": sorted(set.intersection(*(set(s["wrong"]) for s in seeds))),
         "max_errors_for_target": int((1 - args.target) * 899 + 1e-9),  # 899 test images

@@ -161,7 +161,7 @@ class Ensemble(nn.Module):
         return torch.logsumexp(log_probabilities, dim=0) - np.log(len(self.members))
 
 # %% ../nbs/01b_model.ipynb #d0a4ba83
-MODEL_DEFAULTS = {"arch": "digitnet", "width": 32, "input_size": 16, "dropout": 0.2, "members": 1, "tta": True}
+MODEL_DEFAULTS = {"arch": "digitnet", "width": 32, "input_size": 16, "dropout": 0.2, "members": 1, "tta": False}
 
 
 def model_config(config: dict) -> dict:
