@@ -24,12 +24,12 @@ from .settings import get_settings
 
 # %% ../nbs/core/pipeline.ipynb #c4267924
 STAGES = [  # (stage, notebook): the order of the data's path
-    ("collect", "00_collect.ipynb"),
-    ("annotate", "01_annotate.ipynb"),
-    ("datasets", "01a_datasets.ipynb"),
-    ("train", "02_train.ipynb"),
-    ("eval", "03_eval.ipynb"),
-    ("serve", "04_serve.ipynb"),
+    ("collect", "02_collect.ipynb"),
+    ("annotate", "03_annotate.ipynb"),
+    ("datasets", "04_datasets.ipynb"),
+    ("train", "05_train.ipynb"),
+    ("eval", "06_eval.ipynb"),
+    ("serve", "07_serve.ipynb"),
 ]
 
 
