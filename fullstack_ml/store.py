@@ -8,12 +8,13 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/store.html.md"""
 __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 'leases', 'annotations', 'dataset_versions',
            'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'schema_version', 'MIGRATIONS',
            'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
-           'write_transaction', 'is_postgres', 'now', 'dialect_insert', 'insert_new', 'upsert', 'sha256_hex',
+           'write_transaction', 'is_postgres', 'now', 'new_id', 'dialect_insert', 'insert_new', 'upsert', 'sha256_hex',
            'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
 
 # %% ../nbs/core/store.ipynb #f1ab014a
 import hashlib
 import os
+import secrets
 import time
 import uuid
 from contextlib import contextmanager
@@ -301,6 +302,11 @@ def is_postgres(engine: Engine) -> bool:
 def now() -> float:
     "Seconds since the epoch: how the store writes every time."
     return time.time()
+
+
+def new_id(prefix: str) -> str:
+    "A new sortable, unique id such as `train-20261130T114300-a1b2c3` (UTC time, then 6 random hex digits)."
+    return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 # %% ../nbs/core/store.ipynb #b2d49635
 def dialect_insert(table: sa.Table, dialect: str):
