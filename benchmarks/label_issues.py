@@ -27,7 +27,7 @@ def main():
         from fullstack_ml.collect import demo_truth, run_collect
         from fullstack_ml.datasets import read_manifest, snapshot
         from fullstack_ml.eval import dataset_label_issues, image_features
-        from fullstack_ml.model import LABELS
+        from fullstack_ml.project import LABELS
         from fullstack_ml.store import connect, open_files
 
         started = time.perf_counter()

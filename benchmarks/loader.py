@@ -31,7 +31,7 @@ def main() -> dict:
             os.environ.pop(key, None)
         from fullstack_ml.annotate import enqueue, ensure_project, import_weak_labels
         from fullstack_ml.datasets import add_digit_items, load, snapshot
-        from fullstack_ml.model import LABELS
+        from fullstack_ml.project import LABELS
         from fullstack_ml.store import connect, open_files
 
         engine, store = connect(), open_files()

@@ -46,7 +46,8 @@ def make_images(n: int = 64) -> list[bytes]:
 def publish_model() -> str:
     "An untrained digits model published and promoted in the current FSML_HOME; returns its reference."
     from fullstack_ml import registry
-    from fullstack_ml.model import LABELS, Preprocessing, build_model, weights_to_bytes
+    from fullstack_ml.model import build_model, weights_to_bytes
+    from fullstack_ml.project import LABELS, Preprocessing
     from fullstack_ml.store import connect, now, open_files, runs
 
     engine, store = connect(), open_files()

@@ -27,7 +27,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .model import LABELS, Preprocessing
+from .project import LABELS, Preprocessing
 from .settings import get_settings
 from fullstack_ml.store import (
     annotations, connect, dataset_versions, get_blob, items, now, open_files, put_blob, tasks, write_transaction,

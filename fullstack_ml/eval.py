@@ -339,7 +339,7 @@ def load_model(model: str | None = None, engine=None, store=None) -> tuple[str, 
 # %% ../nbs/06_eval.ipynb #3ade2887
 def image_features(store, item_ids, preprocessing=None) -> np.ndarray:
     "Flattened preprocessed pixels of each item (batch, pixels), through the shared `Preprocessing`."
-    from fullstack_ml.model import Preprocessing
+    from fullstack_ml.project import Preprocessing
     preprocessing = preprocessing or Preprocessing()
     return np.stack([preprocessing(get_blob(store, item)).numpy().ravel() for item in item_ids])
 

@@ -11,7 +11,6 @@ __all__ = ['MANIFEST_FORMAT', 'DEFAULT_NAME', 'ALIASES', 'ArtifactError', 'model
            'rollback_command', 'verify_command']
 
 # %% ../nbs/07a_registry.ipynb #591736c0
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,11 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-import fullstack_ml
+import fullstack_ml.model
+import fullstack_ml.project
 from .cli import emit
+from .model import Predictor
+from .project import Preprocessing
 from .store import aliases, artifacts, connect, now, open_files, runs, sha256_hex, write_transaction
 
 # %% ../nbs/07a_registry.ipynb #160fbad3
@@ -33,12 +35,10 @@ class ArtifactError(RuntimeError):
     "An artifact is missing, tampered with, or in a format this package cannot read."
 
 
-def model_code() -> bytes:
-    "The source of `fullstack_ml.model`, as shipped in artifacts."
-    spec = importlib.util.find_spec("fullstack_ml.model")
-    if spec is None or not spec.origin:
-        raise FileNotFoundError("fullstack_ml.model is missing: export nbs/05a_model.ipynb (nbdev-export)")
-    return Path(spec.origin).read_bytes()
+def model_code() -> dict[str, bytes]:
+    "The source files of the network and its preprocessing, as shipped in artifacts."
+    return {"model.py": Path(fullstack_ml.model.__file__).read_bytes(),
+            "project.py": Path(fullstack_ml.project.__file__).read_bytes()}
 
 
 def artifact_path(name: str, version: int) -> str:
@@ -50,8 +50,6 @@ def input_signature(config: dict) -> dict:
     "What the artifact's model accepts, from a run's config."
     signature = {"body": {"content_types": ["image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"]}}
     try:
-        from fullstack_ml.model import Preprocessing
-
         preprocessing = Preprocessing.from_config(config.get("preprocessing") or {})
         shape = list(preprocessing(_blank_image()).shape)
         signature["tensor"] = {"shape": [None, *shape[-3:]], "dtype": "float32"}
@@ -82,7 +80,7 @@ def pack(run: dict, store, name: str = DEFAULT_NAME) -> dict[str, bytes]:
     "The files of an artifact for `run`: weights, model code and `manifest.json` with their checksums."
     if not run.get("checkpoint_path"):
         raise ValueError(f"run {run['id']!r} has no checkpoint_path; only finished training runs can be published")
-    files = {"weights.safetensors": store.read(run["checkpoint_path"]), "model.py": model_code()}
+    files = {"weights.safetensors": store.read(run["checkpoint_path"]), **model_code()}
     config = run.get("config") or {}
     manifest = {
         "format": MANIFEST_FORMAT, "name": name, "run_id": run["id"], "created_at": now(),
@@ -220,7 +218,7 @@ class LoadedModel:
     name: str
     version: int
     manifest: dict  # without the file bytes
-    predictor: object  # fullstack_ml.model.Predictor
+    predictor: Predictor  # the network with its preprocessing and labels
 
     @property
     def ref(self) -> str:
@@ -229,8 +227,6 @@ class LoadedModel:
 
 def load(ref: str = DEFAULT_NAME, engine=None, store=None) -> LoadedModel:
     "Verify an artifact and build its predictor from the weights and config inside it."
-    from fullstack_ml.model import Predictor
-
     manifest = verify(ref, engine, store)
     files = manifest.pop("_files")
     predictor = Predictor.from_files(files["weights.safetensors"], manifest["config"])

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import fullstack_ml
-from .model import LABELS, MODEL_DEFAULTS, Preprocessing, build_model, weights_to_bytes
+from .model import MODEL_DEFAULTS, build_model, weights_to_bytes
+from .project import LABELS, Preprocessing
 from .store import connect, now, open_files, runs, write_transaction
 
 # %% ../nbs/05_train.ipynb #a044f5a1

@@ -47,7 +47,8 @@ def digit_splits() -> dict:
 def publish_quick_model(epochs: int = 12, width: int = 8, seed: int = 0) -> dict:
     "Train on the train and valid splits (a few seconds), record the run, publish and promote it in FSML_HOME."
     from fullstack_ml import registry
-    from fullstack_ml.model import LABELS, Preprocessing, build_model, weights_to_bytes
+    from fullstack_ml.model import build_model, weights_to_bytes
+    from fullstack_ml.project import LABELS, Preprocessing
     from fullstack_ml.store import connect, now, open_files, runs, write_transaction
 
     torch.manual_seed(seed)

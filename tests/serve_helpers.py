@@ -8,7 +8,8 @@ from PIL import Image
 def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_version: str = "ds-test") -> str:
     "A finished training-run record whose checkpoint is a freshly initialised (untrained) model."
     import torch
-    from fullstack_ml.model import LABELS, Preprocessing, build_model, weights_to_bytes
+    from fullstack_ml.model import build_model, weights_to_bytes
+    from fullstack_ml.project import LABELS, Preprocessing
     from fullstack_ml.store import now, runs
 
     torch.manual_seed(seed)

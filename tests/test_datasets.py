@@ -11,7 +11,7 @@ from fullstack_ml.annotate import enqueue, ensure_project, import_labels, import
 from fullstack_ml.datasets import (
     add_digit_items, diff, export_parquet, latest_version, load, read_manifest, snapshot, validate,
 )
-from fullstack_ml.model import LABELS, Preprocessing
+from fullstack_ml.project import LABELS, Preprocessing
 from fullstack_ml.store import annotations, connect, items, now, open_files
 
 

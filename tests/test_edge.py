@@ -77,7 +77,7 @@ def test_page_preprocessing_equals_python_bit_for_bit(edge_site):
         pytest.skip("node is not installed")
     from PIL import Image, ImageDraw
 
-    from fullstack_ml.model import Preprocessing
+    from fullstack_ml.project import Preprocessing
 
     images = [png for _, png, _ in digit_splits()["test"]]
     drawn = Image.new("RGB", (280, 280), "white")  # a canvas drawing: anti-aliased stroke, off centre

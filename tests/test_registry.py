@@ -64,7 +64,7 @@ def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):
     listing = [json.loads(line) for line in fsml("registry", "list", "--json").stdout.splitlines()]
     assert [(r["version"], r["aliases"]) for r in listing] == [(2, ["production"]), (1, [])]
     shown = json.loads(fsml("registry", "show", "digits@production", "--json").stdout)
-    assert shown["version"] == 2 and set(shown["files"]) == {"weights.safetensors", "model.py"}
+    assert shown["version"] == 2 and set(shown["files"]) == {"weights.safetensors", "model.py", "project.py"}
     assert shown["labels"] == [str(d) for d in range(10)] and shown["dataset_version"] == "ds-test"
     assert rollback("digits")["version"] == 1
     with pytest.raises(ValueError, match="no earlier version"):

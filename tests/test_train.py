@@ -9,7 +9,8 @@ from safetensors.torch import load as load_safetensors
 
 from fullstack_ml.annotate import enqueue, ensure_project, import_weak_labels
 from fullstack_ml.datasets import add_digit_items, snapshot
-from fullstack_ml.model import LABELS, Predictor, build_model
+from fullstack_ml.model import Predictor, build_model
+from fullstack_ml.project import LABELS
 from fullstack_ml.store import annotations, connect, now, open_files, runs
 from fullstack_ml.train import benchmark_data, fit, get_run, make_config, train
 
