@@ -47,6 +47,7 @@ SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the sub
     "registry": ("fullstack_ml.registry", "registry_cli", "List, show, promote and verify model artifacts."),
     "serve": ("fullstack_ml.serve", "serve_cli", "The HTTP API and the queue's workers."),
     "demo": ("fullstack_ml.demo", "demo_cli", "The demo app, and a static page that runs the model in a browser."),
+    "users": ("fullstack_ml.auth", "users_cli", "Add, list and revoke users: roles and their own secrets."),
 }
 
 

@@ -6,10 +6,10 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/store.html.md"""
 
 # %% auto #0
 __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 'leases', 'annotations', 'dataset_versions',
-           'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'schema_version', 'MIGRATIONS',
+           'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'users', 'schema_version', 'MIGRATIONS',
            'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
-           'write_transaction', 'is_postgres', 'now', 'new_id', 'dialect_insert', 'insert_new', 'upsert', 'sha256_hex',
-           'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
+           'write_transaction', 'is_postgres', 'now', 'new_id', 'mask_url', 'dialect_insert', 'insert_new', 'upsert',
+           'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
 
 # %% ../nbs/core/store.ipynb #f1ab014a
 import hashlib
@@ -19,6 +19,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 import sqlalchemy as sa
@@ -191,6 +192,17 @@ aliases = sa.Table(
     sa.Column("history", sa.JSON),  # earlier versions, newest last, for rollback
 )
 
+users = sa.Table(  # people and clients, each with a role and their own secret (only its hash is kept)
+    "users", metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),  # admin | reviewer | annotator | api | demo
+    sa.Column("token_id", sa.String(32), nullable=False, unique=True),  # the token's public prefix: finds the row
+    sa.Column("token_hash", sa.String(64), nullable=False),  # sha256 of the whole token
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),  # set by revoke: the token stops working at once
+    sa.Column("meta", sa.JSON),
+)
+
 # %% ../nbs/core/store.ipynb #ab24d0db
 schema_version = sa.Table("schema_version", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False))
 
@@ -200,7 +212,12 @@ def _create_v1(conn):
     metadata.create_all(conn, tables=[t for t in metadata.sorted_tables])
 
 
-MIGRATIONS = [_create_v1]  # append new steps; never edit or reorder old ones
+def _create_users(conn):
+    "Version 2: users with roles and hashed secrets."
+    users.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_create_v1, _create_users]  # append new steps; never edit or reorder old ones
 
 
 def current_version(conn) -> int:
@@ -307,6 +324,16 @@ def now() -> float:
 def new_id(prefix: str) -> str:
     "A new sortable, unique id such as `train-20261130T114300-a1b2c3` (UTC time, then 6 random hex digits)."
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+# %% ../nbs/core/store.ipynb #d3f9a7e4
+def mask_url(url: str) -> str:
+    "`url` with its password, if any, replaced by `***`."
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    username = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{username}:***@{hostport}"))
 
 # %% ../nbs/core/store.ipynb #b2d49635
 def dialect_insert(table: sa.Table, dialect: str):
