@@ -1,6 +1,7 @@
 """The papermill runner and the `fsml` command: parameters in, results and reports out, failures named."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,9 +61,59 @@ def test_a_user_config_adds_profiles(fsml_home, tmp_path):
     assert run["stages"][0]["result"] == {"n_squared": 9}
 
 
-def test_every_stage_has_a_notebook_or_will():
-    names = [name for name, _ in STAGES]
-    assert names == ["collect", "annotate", "datasets", "train", "eval", "serve"]
+def test_every_stage_has_its_notebook():
+    assert [name for name, _ in STAGES] == ["collect", "annotate", "datasets", "train", "eval", "serve"]
+    for _, notebook in STAGES:
+        assert (REPO / "nbs" / notebook).exists(), notebook
+
+
+def test_a_missing_stage_notebook_is_refused_before_anything_runs(fsml_home):
+    with pytest.raises(FileNotFoundError, match="gone.ipynb missing from"):
+        run_pipeline("smoke", notebooks=FIXTURES, progress=False,
+                     stage_list=[("collect", "ok.ipynb"), ("train", "gone.ipynb")])
+    assert not (fsml_home / "runs").exists() or not any((fsml_home / "runs").iterdir())  # not even collect ran
+
+
+def test_the_cli_refuses_a_missing_stage_notebook(fsml_home, tmp_path):
+    nbs = tmp_path / "nbs"  # an installed-looking copy of the notebooks with the training chapter gone
+    code = ("import sys, shutil, pathlib; import fullstack_ml.pipeline as p\n"
+            f"shutil.copytree(p.notebooks_dir(), {str(nbs)!r}); pathlib.Path({str(nbs)!r}, '05_train.ipynb').unlink()\n"
+            f"p.notebooks_dir = lambda: pathlib.Path({str(nbs)!r})\n"
+            "from fullstack_ml.cli import main; sys.argv = ['fsml', 'pipeline', '--profile', 'smoke']; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "fsml: error: stage notebook(s) 05_train.ipynb missing" in result.stderr
+    assert not (fsml_home / "runs").exists() or not any((fsml_home / "runs").iterdir())
+
+
+def test_run_json_never_holds_a_password(fsml_home, postgres_db, monkeypatch):
+    with_password = postgres_db.replace("postgres@", "postgres:s3cret-pw@")  # trust auth: any password is accepted
+    monkeypatch.setenv("FSML_DB_URL", with_password)
+    monkeypatch.setenv("FSML_QUEUE_URL", "redis://:queue-pw@127.0.0.1:6379/0")
+    run = run_pipeline("smoke", notebooks=FIXTURES, stage_list=[("collect", "ok.ipynb")], progress=False,
+                       overrides=[f"collect.note={with_password}"])
+    run_dir = Path(run["run_dir"])
+    written = "".join(p.read_text() for p in run_dir.glob("*") if p.suffix in (".json", ".html"))
+    assert "s3cret-pw" not in written and "queue-pw" not in written
+    assert "s3cret-pw" not in json.dumps(run)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["settings"]["db_url"] == with_password.replace("s3cret-pw", "***")
+    assert record["stages"][0]["parameters"]["note"] == with_password.replace("s3cret-pw", "***")
+
+
+def test_each_run_writes_an_html_report_with_its_plots(fsml_home):
+    with pytest.raises(StageFailed, match="index.html"):
+        run_pipeline("smoke", notebooks=FIXTURES, progress=False,
+                     stage_list=[("collect", "ok.ipynb"), ("train", "plot.ipynb"), ("eval", "fails.ipynb")])
+    (run_dir,) = (fsml_home / "runs").iterdir()
+    assert run_dir.name.startswith("pipeline-")
+    index = (run_dir / "index.html").read_text()
+    for stage, notebook, status in [("collect", "ok", "done"), ("train", "plot", "done"), ("eval", "fails", "failed")]:
+        assert f'<td>{stage}</td><td><a href="{notebook}.html">{notebook}.ipynb</a></td><td class="{status}">' in index
+    assert "this stage always fails" in index
+    plot = (run_dir / "plot.html").read_text()
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', plot)  # the figure, embedded
+    assert "<table" in plot and "n_squared" in plot  # the DataFrame, as a table
 
 
 @pytest.mark.parametrize("args, env, expected", [
