@@ -6,8 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/store.html.md"""
 
 # %% auto #0
 __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 'leases', 'annotations', 'dataset_versions',
-           'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'users', 'schema_version', 'MIGRATIONS',
-           'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
+           'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'users', 'rate_counts', 'schema_version',
+           'MIGRATIONS', 'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
            'write_transaction', 'is_postgres', 'now', 'new_id', 'mask_url', 'dialect_insert', 'insert_new', 'upsert',
            'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
 
@@ -203,6 +203,13 @@ users = sa.Table(  # people and clients, each with a role and their own secret (
     sa.Column("meta", sa.JSON),
 )
 
+rate_counts = sa.Table(  # uses of a rate-limited action per key and time window (the demo's visitors)
+    "rate_counts", metadata,
+    sa.Column("key", sa.String(200), primary_key=True),  # action and who, e.g. feedback:visitor-3f2a
+    sa.Column("window_start", sa.BigInteger, primary_key=True),  # the window's start, in seconds since the epoch
+    sa.Column("uses", sa.Integer, nullable=False),
+)
+
 # %% ../nbs/core/store.ipynb #ab24d0db
 schema_version = sa.Table("schema_version", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False))
 
@@ -217,7 +224,12 @@ def _create_users(conn):
     users.create(conn, checkfirst=True)
 
 
-MIGRATIONS = [_create_v1, _create_users]  # append new steps; never edit or reorder old ones
+def _create_rate_counts(conn):
+    "Version 3: counts of rate-limited uses (demo predictions and corrections per visitor)."
+    rate_counts.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_create_v1, _create_users, _create_rate_counts]  # append new steps; never edit or reorder old ones
 
 
 def current_version(conn) -> int:
