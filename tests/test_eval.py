@@ -9,6 +9,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from fullstack_ml import eval as ev
+from fullstack_ml import metrics as m
 
 CLASSES = [str(d) for d in range(5)]
 
@@ -26,14 +27,14 @@ def fixed_predictions():
 
 def test_confusion_matrix_and_accuracy_match_sklearn(fixed_predictions):
     truth, guess, _ = fixed_predictions
-    matrix = ev.confusion(truth, guess, CLASSES)
+    matrix = m.confusion(truth, guess, CLASSES)
     assert (matrix == confusion_matrix(truth, guess, labels=CLASSES)).all()
-    assert ev.accuracy(matrix) == pytest.approx(accuracy_score(truth, guess))
+    assert m.accuracy(matrix) == pytest.approx(accuracy_score(truth, guess))
 
 
 def test_per_class_precision_recall_f1_match_sklearn(fixed_predictions):
     truth, guess, _ = fixed_predictions
-    metrics = ev.per_class_metrics(ev.confusion(truth, guess, CLASSES), CLASSES)
+    metrics = m.per_class_metrics(m.confusion(truth, guess, CLASSES), CLASSES)
     precision, recall, f1, support = precision_recall_fscore_support(truth, guess, labels=CLASSES, zero_division=0)
     for i, label in enumerate(CLASSES):
         assert metrics[label]["precision"] == pytest.approx(precision[i])
@@ -47,13 +48,13 @@ def test_per_class_precision_recall_f1_match_sklearn(fixed_predictions):
 def test_reliability_and_ece_match_sklearn_calibration_curve(fixed_predictions, bins):
     truth, guess, confidence = fixed_predictions
     correct = np.array(truth) == np.array(guess)
-    table = ev.reliability(confidence, correct, bins)
+    table = m.reliability(confidence, correct, bins)
     prob_true, prob_pred = calibration_curve(correct, confidence, n_bins=bins, strategy="uniform")
     assert table["accuracy"].to_numpy() == pytest.approx(prob_true)
     assert table["confidence"].to_numpy() == pytest.approx(prob_pred)
     assert table["count"].sum() == len(confidence)
     expected = (np.abs(prob_true - prob_pred) * table["count"].to_numpy()).sum() / len(confidence)
-    assert ev.expected_calibration_error(confidence, correct, bins) == pytest.approx(expected)
+    assert m.expected_calibration_error(confidence, correct, bins) == pytest.approx(expected)
 
 
 def test_confidence_histogram_counts_every_prediction_once(fixed_predictions):
@@ -61,7 +62,7 @@ def test_confidence_histogram_counts_every_prediction_once(fixed_predictions):
     matplotlib.use("Agg")
     truth, guess, confidence = fixed_predictions
     correct = np.array(truth) == np.array(guess)
-    ax = ev.plot_confidence_histogram(confidence, correct, bins=10)
+    ax = m.plot_confidence_histogram(confidence, correct, bins=10)
     heights = [patch.get_height() for patch in ax.patches]
     assert sum(heights) == len(confidence)
     assert heights[:10] == list(np.histogram(confidence[correct], bins=np.linspace(0, 1, 11))[0])
@@ -70,11 +71,11 @@ def test_confidence_histogram_counts_every_prediction_once(fixed_predictions):
 def test_mcnemar_on_a_hand_checkable_table():
     # b = 1 item only A got right, c = 9 only B got right: exact p = 2 * (C(10,0) + C(10,1)) / 2^10 = 22/1024;
     # continuity-corrected chi2 = (|1 - 9| - 1)^2 / 10 = 4.9, p = P(chi2_1 > 4.9) = 0.026857
-    result = ev.mcnemar(1, 9)
+    result = m.mcnemar(1, 9)
     assert result["exact_p"] == pytest.approx(22 / 1024)
     assert result["chi2"] == pytest.approx(4.9)
     assert result["chi2_p"] == pytest.approx(0.026857, abs=1e-6)
-    assert ev.mcnemar(0, 0)["exact_p"] == 1.0 and ev.mcnemar(4, 4)["exact_p"] == 1.0
+    assert m.mcnemar(0, 0)["exact_p"] == 1.0 and m.mcnemar(4, 4)["exact_p"] == 1.0
 
 
 def test_compare_counts_flips_and_brackets_the_difference():
@@ -82,7 +83,7 @@ def test_compare_counts_flips_and_brackets_the_difference():
     labels = list("0000011111")
     a = pd.DataFrame({"item_id": list("abcdefghij"), "label": labels, "predicted": list("0000111111")})
     b = pd.DataFrame({"item_id": list("abcdefghij"), "label": labels, "predicted": list("1000011110")})
-    result = ev.compare(a, b, rounds=500)
+    result = m.compare(a, b, rounds=500)
     assert result["right_to_wrong"] == ["a", "j"] and result["wrong_to_right"] == ["e"]
     assert result["mcnemar"]["b"] == 2 and result["mcnemar"]["c"] == 1
     interval = result["bootstrap"]
@@ -95,8 +96,8 @@ def test_confident_learning_finds_flipped_labels_of_separable_classes():
     features = np.eye(3)[true] * 4 + rng.normal(0, 1, (600, 3))
     flipped = rng.random(600) < 0.1
     given = np.where(flipped, (true + rng.integers(1, 3, 600)) % 3, true)
-    probabilities, _ = ev.out_of_sample_probabilities(features, given, classes=3)
-    suspects = ev.find_label_issues(probabilities, given)
+    probabilities, _ = m.out_of_sample_probabilities(features, given, classes=3)
+    suspects = m.find_label_issues(probabilities, given)
     hits = (suspects & flipped).sum()
     assert hits / suspects.sum() >= 0.9 and hits / flipped.sum() >= 0.8
 
@@ -108,7 +109,8 @@ def trained_store(fsml_home):
     "400 digits with 8% wrong weak labels, a dataset version and a two-epoch run; returns (wrong ids, run id)."
     from sklearn.datasets import load_digits
 
-    from fullstack_ml.annotate import enqueue, ensure_project, import_weak_labels
+    from fullstack_ml.annotate import enqueue, ensure_project
+    from fullstack_ml.labels import import_weak_labels
     from fullstack_ml.datasets import add_digit_items, snapshot
     from fullstack_ml.store import connect, open_files
     from fullstack_ml.train import make_config, train
@@ -151,12 +153,13 @@ def test_fsml_eval_grades_stores_and_queues_suspects(trained_store):
     assert {q.item_id for q in queued} == suspects
     assert all(q.priority == 100 and q.reason.startswith("suspected label error") for q in queued)
 
-    _, frame = ev.load_evaluation(engine, report["evaluation"])  # what the app reads
+    _, frame = m.load_evaluation(engine, report["evaluation"])  # what the app reads
     assert frame["loss"].is_monotonic_decreasing and frame["suspect"].sum() == len(suspects & set(frame["item_id"]))
 
 
 @pytest.mark.slow
 def test_fsml_eval_accepts_a_registry_reference_and_compares(trained_store):
+    from fullstack_ml import registry
     from fullstack_ml.registry import publish
     from fullstack_ml.store import connect
 
@@ -165,7 +168,10 @@ def test_fsml_eval_accepts_a_registry_reference_and_compares(trained_store):
     by_run = json.loads(fsml("eval", "--model", run_id, "--no-queue", "--json").stdout)
     by_ref = json.loads(fsml("eval", "--model", "digits@1", "--no-queue", "--json").stdout)
     assert by_ref["model"] == "digits@1" and by_ref["accuracy"] == pytest.approx(by_run["accuracy"])
-    result = ev.compare_evaluations(connect(), by_run["evaluation"], by_ref["evaluation"], rounds=100)
+    result = m.compare_evaluations(connect(), by_run["evaluation"], by_ref["evaluation"], rounds=100)
+    for model in (run_id, "digits@1"):  # one loaded-model type, whichever way the model is named
+        loaded = ev.load_model(model)
+        assert isinstance(loaded, registry.LoadedModel) and ev.model_name(loaded) == model
     assert result["right_to_wrong"] == [] and result["wrong_to_right"] == []  # the same weights
     assert result["mcnemar"]["exact_p"] == 1.0
 
@@ -185,23 +191,23 @@ def test_evaluations_round_trip_on_postgresql(postgres_db):
 
     engine = connect(postgres_db)
     outputs = [{"label": p, "scores": {c: (0.7 if c == p else 0.075) for c in CLASSES}} for p in "01124"]
-    first = ev.record_evaluation(engine, "run-a", "v1", "test", list("abcde"), list("01234"), outputs, CLASSES,
+    first = m.record_evaluation(engine, "run-a", "v1", "test", list("abcde"), list("01234"), outputs, CLASSES,
                                  meta={"label_issues": [{"item": "e", "label": "4", "suggested": "3", "score": 0.9,
                                                          "source": None}]})
-    second = ev.record_evaluation(engine, "run-b", "v1", "test", list("abcde"), list("01234"), outputs[:2] + [
+    second = m.record_evaluation(engine, "run-b", "v1", "test", list("abcde"), list("01234"), outputs[:2] + [
         {"label": "2", "scores": {c: 0.2 for c in CLASSES}}] + outputs[3:], CLASSES)
-    record, frame = ev.load_evaluation(engine, first)
+    record, frame = m.load_evaluation(engine, first)
     assert record["metrics"]["accuracy"] == pytest.approx(0.6) and frame["suspect"].tolist().count(True) == 1
-    assert ev.list_evaluations(engine)["id"].tolist() == [second, first]
-    result = ev.compare_evaluations(engine, first, second, rounds=100)
+    assert m.list_evaluations(engine)["id"].tolist() == [second, first]
+    result = m.compare_evaluations(engine, first, second, rounds=100)
     assert result["wrong_to_right"] == ["c"] and result["right_to_wrong"] == []
 
 
 def test_the_app_kernel_stays_torch_free(fsml_home):
-    "The Voila page imports eval and builds the app from stored rows: no torch, no scikit-learn in that kernel."
+    "The Voila page imports the app and builds it from stored rows: no torch, no scikit-learn, no grading stage."
     import subprocess
     import sys
-    code = ("import sys; from fullstack_ml.eval import EvalApp, eval_app, send_to_review; "
-            "print(sorted(m for m in ('torch', 'sklearn', 'fullstack_ml.model') if m in sys.modules))")
+    code = ("import sys; from fullstack_ml.eval_app import EvalApp, eval_app, send_to_review; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'fullstack_ml.model', 'fullstack_ml.eval') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -28,7 +28,7 @@ def _png(value: int) -> bytes:
 
 def seed_store() -> dict:
     "Items with distinct tiny images and one evaluation of them; returns {(true, predicted): [item ids]}."
-    from fullstack_ml.eval import record_evaluation
+    from fullstack_ml.metrics import record_evaluation
     from fullstack_ml.store import items, now, open_files, put_blob
 
     engine, store = connect(), open_files()
