@@ -21,7 +21,7 @@ class Digits:
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=1000)
     def predict(self, images: list[str]) -> list[dict]:
-        from fullstack_ml.serve import check_image, predict_batch
+        from fullstack_ml.worker import decode_small, predict_batch
 
-        decoded = [check_image(base64.b64decode(image)) for image in images]
+        decoded = [decode_small(base64.b64decode(image)) for image in images]
         return [{**output, "model": self.model.ref} for output in predict_batch(self.model, decoded)]

@@ -73,7 +73,7 @@ def bench_in_process(images: list, seconds: float) -> list[dict]:
     import torch
 
     from fullstack_ml import registry
-    from fullstack_ml.serve import check_image, predict_batch
+    from fullstack_ml.worker import decode_small, predict_batch
 
     torch.set_num_threads(1)
     model = registry.load("digits@production")
@@ -83,7 +83,7 @@ def bench_in_process(images: list, seconds: float) -> list[dict]:
         latencies, start = [], time.perf_counter()
         while time.perf_counter() - start < seconds:
             t = time.perf_counter()
-            predict_batch(model, [check_image(b) for b in batch])
+            predict_batch(model, [decode_small(b) for b in batch])
             latencies += [(time.perf_counter() - t) * 1000] * clients
         rows.append(summarize("model in process", clients, latencies, time.perf_counter() - start))
     return rows
@@ -165,14 +165,14 @@ def plain_app():
     from fastapi import FastAPI, Request
 
     from fullstack_ml import registry
-    from fullstack_ml.serve import check_image, predict_batch
+    from fullstack_ml.worker import decode_small, predict_batch
 
     torch.set_num_threads(1)
     app, model = FastAPI(), registry.load("digits@production")
 
     @app.post("/v1/predict")
     async def predict(request: Request):
-        output = predict_batch(model, [check_image(await request.body())])[0]
+        output = predict_batch(model, [decode_small(await request.body())])[0]
         return {**output, "model": model.ref}
 
     @app.get("/healthz")
@@ -267,7 +267,7 @@ def main():
                 rows += bench_http("BentoML (adaptive batching)", f"http://127.0.0.1:{port}/predict", images,
                                    args.seconds, json_body=True)
                 notes.append("BentoML gets each image as base64 in JSON (a batchable API takes a list); the others "
-                             "get raw bytes; all decode with the same check_image and run the same predict_batch")
+                             "get raw bytes; all decode with the same decode_small and run the same predict_batch")
             finally:
                 stop([bento])
         else:

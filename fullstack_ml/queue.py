@@ -66,9 +66,10 @@ class JobQueue:
         "Store `job`'s result and acknowledge it; False when another delivery had already finished it."
         return self.complete_many([(job, result)])[0]
 
-    def fail(self, job: Job, reason: str) -> str:
-        "Give a job back after an error: it is retried, or dead-lettered after `max_deliveries`; return its status."
-        if job.deliveries >= self.max_deliveries:
+    def fail(self, job: Job, reason: str, retry: bool = True) -> str:
+        "Give a job back after an error: retried, or dead-lettered (after `max_deliveries`, or at once when a retry "
+        "cannot help: `retry=False`); return its status."
+        if not retry or job.deliveries >= self.max_deliveries:
             self._dead_letter(job.id, job.receipt, f"{reason} (after {job.deliveries} deliveries)")
             return "failed"
         self._retry(job, reason)

@@ -41,6 +41,14 @@ def png_bytes(size=(28, 28), value: int = 0, mode: str = "L") -> bytes:
     return buffer.getvalue()
 
 
+def blank_image(size, fmt: str = "PNG", frames: int = 1, mode: str = "L") -> bytes:
+    "A blank image of `size` (a few KB whatever the size: blank compresses), still or with `frames` frames."
+    pictures = [Image.new(mode, size, i % 256) for i in range(frames)]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format=fmt, **({"save_all": True, "append_images": pictures[1:]} if frames > 1 else {}))
+    return buffer.getvalue()
+
+
 def digit_png(seed: int = 0) -> bytes:
     "A small random-ish 'digit' image, different per seed."
     import numpy as np
