@@ -23,15 +23,16 @@ def main():
         os.environ["FSML_HOME"] = home
         for key in ("FSML_DB_URL", "FSML_STORE_URL"):
             os.environ.pop(key, None)
-        from fullstack_ml.annotate import run_annotate
-        from fullstack_ml.collect import demo_truth, run_collect
+        from fullstack_ml.labels import run_annotate
+        from fullstack_ml.collect import run_collect
+        from fullstack_ml.gallery import demo_truth
         from fullstack_ml.datasets import read_manifest, snapshot
         from fullstack_ml.eval import dataset_label_issues, image_features
         from fullstack_ml.project import LABELS
         from fullstack_ml.store import connect, open_files
 
         started = time.perf_counter()
-        run_collect(max_pages=60, demo_images=args.images)
+        run_collect(max_pages=60, delay=0.0, concurrency=8, demo_images=args.images)  # our own loopback site
         run_annotate(show=False)
         engine, store = connect(), open_files()
         version = snapshot(engine, store, allow_unlabeled=True)

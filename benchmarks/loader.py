@@ -29,7 +29,8 @@ def main() -> dict:
         os.environ["FSML_HOME"] = home
         for key in ("FSML_DB_URL", "FSML_STORE_URL"):
             os.environ.pop(key, None)
-        from fullstack_ml.annotate import enqueue, ensure_project, import_weak_labels
+        from fullstack_ml.annotate import enqueue, ensure_project
+        from fullstack_ml.labels import import_weak_labels
         from fullstack_ml.datasets import add_digit_items, load, snapshot
         from fullstack_ml.project import LABELS
         from fullstack_ml.store import connect, open_files

@@ -40,7 +40,7 @@ SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the sub
     "demo-site": ("fullstack_ml.collect", "demo_site_command", "Serve the bundled offline gallery on loopback."),
     "collect": ("fullstack_ml.collect", "collect_command", "Crawl web pages politely for images and captions."),
     "items": ("fullstack_ml.collect", "items_command", "List collected items with their provenance."),
-    "annotate": ("fullstack_ml.annotate", "annotate_cli", "The annotation app, progress, export and import."),
+    "annotate": ("fullstack_ml.annotate_app", "annotate_cli", "The annotation app, progress, export and import."),
     "dataset": ("fullstack_ml.datasets", "dataset_cli", "Snapshot, list, show and diff dataset versions."),
     "train": ("fullstack_ml.train", "train_command", "Train on a dataset version, or reproduce the benchmark."),
     "eval": ("fullstack_ml.eval", "eval_cli", "Evaluate a model; the evaluation app."),

@@ -149,7 +149,8 @@ def snapshot(
     allow_unlabeled: bool = False,  # leave unlabeled items out instead of failing
 ) -> str:
     "Freeze the project's current consensus labels into a dataset version; return its id."
-    from fullstack_ml.annotate import consensus, get_project
+    from fullstack_ml.annotate import get_project
+    from fullstack_ml.labels import consensus
 
     engine, store = engine or connect(), store or open_files()
     label_set = list(get_project(engine, project)["labels"])

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from conftest import fsml
 
 from fullstack_ml import store
-from fullstack_ml.annotate import DIGITS, claim, enqueue, ensure_project, submit
+from fullstack_ml.annotate import claim, enqueue, ensure_project, submit
+from fullstack_ml.project import LABELS
 from fullstack_ml.store import annotations, connect, items, now, sha256_hex, tasks
 
 WORKERS = 16
@@ -31,7 +32,7 @@ def seed(db_url: str, n_items: int, overlap: int, project: str = "digits") -> li
     ids = [sha256_hex(f"item {i}".encode()) for i in range(n_items)]
     with engine.begin() as conn:
         conn.execute(items.insert(), [{"id": i, "width": 8, "height": 8, "format": "PNG", "created_at": now()} for i in ids])
-    ensure_project(engine, project, DIGITS, overlap)
+    ensure_project(engine, project, LABELS, overlap)
     enqueue(engine, project, ids)
     engine.dispose()
     forget_engines()
@@ -48,7 +49,7 @@ def annotate_until_empty(db_url: str, project: str, annotator: str, batch: int, 
     engine = connect(db_url)
     claimed, submitted = [], []
     while True:
-        got = claim(engine, project, annotator, n=batch, lease_seconds=60)
+        got = claim(engine, project, annotator, n=batch, lease_s=60)
         if not got:
             with engine.connect() as conn:
                 if conn.execute(sa.select(sa.func.count()).where(tasks.c.project == project)).scalar() == 0:
@@ -120,7 +121,7 @@ def hold_a_lease(db_url: str, project: str, ready) -> None:
     "Claim one item with a short lease, say so, then hang until killed."
     forget_engines()
     engine = connect(db_url)
-    ready.put(claim(engine, project, "doomed", n=1, lease_seconds=1.5))
+    ready.put(claim(engine, project, "doomed", n=1, lease_s=1.5))
     time.sleep(600)
 
 
@@ -145,7 +146,7 @@ def test_sigkilled_annotator_loses_its_lease(db_url):
 
 
 def test_module_stays_torch_free():
-    code = "import sys, fullstack_ml.annotate; assert 'torch' not in sys.modules, 'annotate imported torch'"
+    code = "import sys, fullstack_ml.annotate_app; assert 'torch' not in sys.modules, 'the annotation app imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -191,7 +192,7 @@ def enqueue_at_once(db_url: str, ids: list, barrier) -> None:
 
 def test_concurrent_enqueues_of_the_same_new_items_all_succeed(db_url):
     engine = connect(db_url)
-    ensure_project(engine, "digits", DIGITS, 1)
+    ensure_project(engine, "digits", LABELS, 1)
     new = [sha256_hex(f"new {i}".encode()) for i in range(20)]
     with engine.begin() as conn:
         conn.execute(items.insert(), [{"id": i, "width": 8, "height": 8, "format": "PNG", "created_at": now()} for i in new])
@@ -210,7 +211,7 @@ def test_concurrent_enqueues_of_the_same_new_items_all_succeed(db_url):
 
 
 def review_at_once(db_url: str, item_id: str, reviewer: str, label: str, barrier, results) -> None:
-    from fullstack_ml.annotate import ReviewConflict, review
+    from fullstack_ml.labels import ReviewConflict, review
 
     forget_engines()
     engine = connect(db_url)
@@ -223,7 +224,7 @@ def review_at_once(db_url: str, item_id: str, reviewer: str, label: str, barrier
 
 
 def test_two_reviewers_at_once_one_decision_stands(db_url):
-    from fullstack_ml.annotate import consensus, review_queue
+    from fullstack_ml.labels import consensus, review_queue
 
     [item] = seed(db_url, 1, overlap=2)
     engine = connect(db_url)

@@ -11,7 +11,9 @@ import pytest
 from conftest import free_port, stop, wait_for_port
 from PIL import Image, ImageDraw
 
-from fullstack_ml.annotate import DIGITS, annotation_history, current_labels, enqueue, ensure_project
+from fullstack_ml.annotate import enqueue, ensure_project
+from fullstack_ml.labels import annotation_history, current_labels
+from fullstack_ml.project import LABELS
 from fullstack_ml.store import connect, items, now, open_files, put_blob
 
 
@@ -29,7 +31,7 @@ def make_digit_items(n: int, project: str = "digits") -> list:
                          "created_at": now(), "weak_label": str(i % 10)})
     with engine.begin() as conn:
         conn.execute(items.insert(), rows)
-    ensure_project(engine, project, DIGITS, 1)
+    ensure_project(engine, project, LABELS, 1)
     enqueue(engine, project, [row["id"] for row in rows])
     return [row["id"] for row in rows]
 
@@ -86,7 +88,7 @@ def test_two_annotators_label_by_keyboard(fsml_home, browser, artifacts_dir):
         rng = random.Random(0)
         for _ in range(6):  # interleaved: both are labelling at the same time
             for name, page in pages.items():
-                item, key = shown_item(page), rng.choice(DIGITS)
+                item, key = shown_item(page), rng.choice(LABELS)
                 press_and_wait(page, key, item)
                 pressed[name][item] = key
         # undo: alice's last item comes back on screen; she labels it again with another key
@@ -158,11 +160,12 @@ def test_idle_kernels_are_culled(fsml_home):
 
 @pytest.mark.slow
 def test_reviewer_settles_a_dispute_by_keyboard(fsml_home, browser):
-    from fullstack_ml.annotate import claim, consensus, submit
+    from fullstack_ml.annotate import claim, submit
+    from fullstack_ml.labels import consensus
 
     (item_id,) = make_digit_items(1)
     engine = connect()
-    ensure_project(engine, "digits", DIGITS, 2)
+    ensure_project(engine, "digits", LABELS, 2)
     enqueue(engine, "digits", [item_id], overlap=2)
     for person, label in (("ann", "1"), ("ben", "7")):
         submit(engine, "digits", claim(engine, "digits", person)[0], person, label)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import fsml
 
-from fullstack_ml.annotate import enqueue, ensure_project, import_labels, import_weak_labels
+from fullstack_ml.annotate import enqueue, ensure_project
+from fullstack_ml.labels import import_labels, import_weak_labels
 from fullstack_ml.datasets import (
     add_digit_items, diff, export_parquet, latest_version, load, read_manifest, snapshot, validate,
 )

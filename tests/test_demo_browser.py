@@ -117,7 +117,7 @@ def test_feedback_on_postgresql_twice_and_at_once(postgres_db, tmp_path):
     "Corrections land on PostgreSQL too; the same image sent by two visitors at once is one item with two votes."
     from concurrent.futures import ThreadPoolExecutor
 
-    from fullstack_ml.annotate import export_labels
+    from fullstack_ml.labels import export_labels
     from fullstack_ml.demo import record_feedback
     from fullstack_ml.store import connect, open_files
 
