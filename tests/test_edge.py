@@ -72,7 +72,7 @@ def test_onnx_and_pytorch_agree_on_the_whole_test_split(edge_site):
 
 
 def test_page_preprocessing_equals_python_bit_for_bit(edge_site):
-    "preprocess.js under node, on the RGBA pixels a browser decodes, against fullstack_ml.model.Preprocessing."
+    "preprocess.js under node, on the RGBA pixels a browser decodes, against fullstack_ml.project.Preprocessing."
     if shutil.which("node") is None:
         pytest.skip("node is not installed")
     from PIL import Image, ImageDraw

@@ -24,7 +24,7 @@ async function loadModel() {
   ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a plain static host does not give
   const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
   timing.modelReadyMs = performance.now();  // since navigation started
-  setStatus("Draw a digit, or upload an image. Clear with Esc, the c key or the button.");
+  setStatus("Draw, or upload an image. Clear with Esc, the c key or the button.");
   return { info, session };
 }
 
