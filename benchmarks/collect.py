@@ -1,6 +1,6 @@
 """Crawl speed: fullstack_ml's crawler against Scrapy on the bundled demo gallery, in one run.
 
-Both crawl the same site (served by `fsml demo-site` in its own process), with delay 0, the same concurrency
+Both crawl the same site (served by `fsml demo-site`, the gallery, in its own process), with delay 0, the same concurrency
 (in all and per host), the same page and depth limits, obeying robots.txt and rel="nofollow". Both download
 every image, check it decodes with Pillow and hash it; ours also stores it with its provenance
 (perceptual hashes, database rows, content-addressed blob), Scrapy's writes the bytes to a folder.
@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from fullstack_ml.collect import CrawlLimits
+from fullstack_ml.gallery import DEMO_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,9 +100,9 @@ def run_scrapy(url: str, concurrency: int, max_pages: int, max_depth: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--images", type=int, default=1797, help="digits in the demo gallery")
-    parser.add_argument("--max-pages", type=int, default=40)
-    parser.add_argument("--max-depth", type=int, default=5)
+    parser.add_argument("--images", type=int, default=DEMO_IMAGES, help="digits in the demo gallery")
+    parser.add_argument("--max-pages", type=int, default=CrawlLimits.max_pages)
+    parser.add_argument("--max-depth", type=int, default=CrawlLimits.max_depth)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is reported")
     parser.add_argument("--scrapy-child", metavar="URL")
     parser.add_argument("--out")

@@ -37,7 +37,7 @@ def _one_line(error: BaseException) -> str:
 
 # %% ../nbs/core/cli.ipynb #0da42078
 SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the subcommand runs
-    "demo-site": ("fullstack_ml.collect", "demo_site_command", "Serve the bundled offline gallery on loopback."),
+    "demo-site": ("fullstack_ml.gallery", "demo_site_command", "Serve the bundled offline gallery on loopback."),
     "collect": ("fullstack_ml.collect", "collect_command", "Crawl web pages politely for images and captions."),
     "items": ("fullstack_ml.collect", "items_command", "List collected items with their provenance."),
     "annotate": ("fullstack_ml.annotate_app", "annotate_cli", "The annotation app, progress, export and import."),

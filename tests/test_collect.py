@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from conftest import free_port, fsml, stop, wait_for_port
 from PIL import Image
 
-from fullstack_ml.collect import DemoSite, _digit_pixels, _png, crawl, demo_truth
+from fullstack_ml.collect import crawl
+from fullstack_ml.gallery import DemoSite, _digit_pixels, _png, demo_truth
 from fullstack_ml.store import blob_name, connect, fetches, get_blob, item_sources, items, open_files, sha256_hex
 
 
@@ -122,6 +123,11 @@ def calendar(h):
                       f'week</a>'))
 
 
+def animated_gif() -> bytes:
+    frames = [Image.new("L", (64, 64), 10 * k) for k in range(20)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+
+
 def redirect(location):
     return lambda h: h.reply(302, b"", "text/html", [("Location", location)])
 
@@ -161,12 +167,14 @@ def sites():
         "/fake.png": static(page("I am HTML"), "image/png"),
         "/truncated.png": static(truncated[: len(truncated) // 2]),
         "/bomb.png": static(encode(Image.new("1", (6000, 6000)), "PNG")),
+        "/strip.png": static(encode(Image.new("L", (65536, 256)), "PNG")),  # 17 KB, the issue's worker killer
+        "/animated.gif": static(animated_gif(), "image/gif"),
         "/noai.png": static(digit_png(10), headers=[("X-Robots-Tag", "noai")]),
         "/doc.pdf": static(b"%PDF-1.4 not a page", "application/pdf"),
     }
     images = ["/private/ok/a.png", "/private/b.png", "/redirect-off.png", "/ok.png#fragment", "/same-a.png",
               "dir/same-b.png", "/near.png", "/near.jpg", "/busy.png", "/patience.png", "/flaky.png", "/slow.png",
-              "/huge.png", "/fake.png", "/truncated.png", "/bomb.png", "/noai.png"]
+              "/huge.png", "/fake.png", "/truncated.png", "/bomb.png", "/strip.png", "/animated.gif", "/noai.png"]
     links = ["/private/secret.html", "/private/ok/page.html", f"{other.url}/offhost.html", "/loop-a",
              "/calendar?day=0", "/meta.html", "http://127.0.0.1:1/unreachable.html",
              "/doc.pdf"]
@@ -254,8 +262,9 @@ def test_body_over_the_size_limit_is_cut_off(crawled):
     assert "/huge.png" not in crawled["items"]
 
 
-@pytest.mark.parametrize("path,reason", [("/fake.png", "not an image"), ("/truncated.png", "truncated or corrupt"),
-                                         ("/bomb.png", "decompression bomb"), ("/noai.png", "x-robots-tag")])
+@pytest.mark.parametrize("path,reason", [("/fake.png", "not an image"), ("/truncated.png", "corrupt"),
+                                         ("/bomb.png", "too many pixels"), ("/strip.png", "side too long"),
+                                         ("/animated.gif", "too many frames"), ("/noai.png", "x-robots-tag")])
 def test_bad_images_are_refused_with_a_reason(crawled, path, reason):
     assert crawled["fetches"][path].reason == reason
     assert crawled["hostile"].requested(path) == 1
