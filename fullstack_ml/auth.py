@@ -6,8 +6,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/auth.html.md"""
 
 # %% auto #0
 __all__ = ['ROLES', 'ACTIONS', 'PERMISSIONS', 'NAME_PATTERN', 'RESERVED_NAMES', 'VISITOR_PREFIX', 'User', 'can', 'require',
-           'check_name', 'add_user', 'list_users', 'revoke_user', 'authenticate', 'user_by_token_id', 'has_credentials',
-           'set_app_user', 'app_user', 'users_cli', 'users_add_command', 'users_list_command', 'users_revoke_command']
+           'check_name', 'add_user', 'list_users', 'revoke_user', 'authenticate', 'user_by_token_id', 'session_id',
+           'session_user', 'has_credentials', 'set_app_user', 'app_user', 'users_cli', 'users_add_command',
+           'users_list_command', 'users_revoke_command']
 
 # %% ../nbs/core/auth.ipynb #f29d2216
 import hashlib
@@ -135,11 +136,24 @@ def authenticate(engine: Engine, token: str | None) -> User | None:
 
 
 def user_by_token_id(engine: Engine, token_id: str) -> User | None:
-    "The active user whose token has this public id (how an app's signed session cookie is re-checked)."
+    "The active user whose token has this public id."
     with engine.connect() as conn:
         row = conn.execute(sa.select(users.c.name, users.c.role)
                            .where(users.c.token_id == token_id, users.c.revoked_at.is_(None))).first()
     return User(row.name, row.role) if row else None
+
+
+def session_id(token: str) -> str:
+    "A public handle on an authenticated `token` for a signed session cookie: its id, never the secret."
+    return _token_id(token) or "owner-" + _hash(token)[:16]
+
+
+def session_user(engine: Engine, session: str) -> User | None:
+    "Who a session still stands for: None once the user is revoked or `FSML_TOKEN` has changed."
+    if session.startswith("owner-"):
+        owner_token = get_settings().token
+        return User("owner", "admin") if owner_token and hmac.compare_digest(session, session_id(owner_token)) else None
+    return user_by_token_id(engine, session)
 
 
 def has_credentials(engine: Engine) -> bool:

@@ -127,7 +127,8 @@ def test_app_requires_the_token_when_one_is_set(fsml_home, monkeypatch):
                                 stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
     try:
         wait_for_port(port, timeout=60, proc=proc)
-        assert f"http://127.0.0.1:{port}/?token=s3cret&annotator=NAME" in log_path.read_text()
+        printed = log_path.read_text()
+        assert f"http://127.0.0.1:{port}/" in printed and "s3cret" not in printed  # the URL, never the secret
         for query in ("", "?token=wrong"):
             refused = requests.get(f"http://127.0.0.1:{port}/{query}", allow_redirects=False, timeout=30)
             assert refused.status_code in (302, 401, 403) and "fsml-annotate" not in refused.text

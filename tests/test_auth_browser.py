@@ -1,0 +1,142 @@
+"""Who opens an app: real Voila servers from the shared launcher, real tokens, headless Chromium.
+
+Pages named like the apps (`annotate.ipynb`, `demo.ipynb`) that show `auth.app_user()` and a widget test the
+launcher's identity alone; the real `fsml annotate app` and `fsml eval app` show that a demo-only credential
+is refused by both.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import requests
+from conftest import free_port, stop, wait_for_port
+
+from fullstack_ml.apps import voila_command
+from fullstack_ml.auth import add_user, revoke_user
+from fullstack_ml.store import connect
+
+OWNER_TOKEN = "owner-secret-for-the-ps-check"
+WHOAMI = """
+import ipywidgets as widgets
+import fullstack_ml.auth
+
+user = fullstack_ml.auth.app_user()
+label = widgets.Label(f"{user.name} {user.role}")
+label.add_class("fsml-who")
+button = widgets.Button(description="again")
+button.on_click(lambda _: setattr(label, "value", label.value + " again"))
+widgets.VBox([label, button])
+"""
+
+
+def start(command: list, log_path: Path, port: int) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "FSML_TOKEN": OWNER_TOKEN})
+    wait_for_port(port, timeout=60, proc=proc)
+    return proc
+
+
+def start_whoami(tmp_path: Path, app: str) -> tuple[subprocess.Popen, str]:
+    "The launcher serving a page named like `app` that shows who the kernel was told opened it."
+    page = tmp_path / "pages" / f"{app}.ipynb"
+    page.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(WHOAMI)]), page)
+    port = free_port()
+    return start(voila_command(page, port), tmp_path / "voila.log", port), f"http://127.0.0.1:{port}/"
+
+
+def command_lines(proc: subprocess.Popen) -> str:
+    "The command lines of a server's process group (its kernels included), as `ps` shows them to anyone."
+    return subprocess.run(["ps", "-ww", "-o", "args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+
+
+def who(page) -> str:
+    page.wait_for_selector(".fsml-who", timeout=60_000)
+    return page.inner_text(".fsml-who")
+
+
+@pytest.mark.slow
+def test_annotator_is_named_from_the_token_then_the_cookie_and_revocation_ends_it(fsml_home, tmp_path, browser):
+    engine = connect()
+    token = add_user(engine, "ann", "annotator")
+    demo_token = add_user(engine, "dee", "demo")
+    proc, url = start_whoami(tmp_path, "annotate")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{url}?token={token}&item=3")
+        assert who(page) == "ann annotator"  # the kernel knows who opened it
+        assert token not in page.url and page.url.endswith("/?item=3")  # the secret left the address bar
+        page.click("text=again")
+        page.wait_for_selector("text=ann annotator again", timeout=30_000)  # widgets still talk to the kernel
+        cookie = next(c for c in context.cookies() if c["name"].startswith("username-"))
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and token.split("_")[2] not in cookie["value"]
+        page.goto(url)  # no token: the cookie says who
+        assert who(page) == "ann annotator"
+        assert OWNER_TOKEN not in command_lines(proc) and token not in (tmp_path / "voila.log").read_text()
+
+        refused = requests.get(f"{url}?token={demo_token}", timeout=60)
+        assert refused.status_code == 403 and "dee (role demo) may not open the annotate app" in refused.text
+        anonymous = requests.get(url, timeout=60)  # credentials exist: nobody is let in without one
+        assert "fsml-who" not in anonymous.text and "password" in anonymous.text.lower()
+
+        revoke_user(engine, "ann")
+        page.goto(url)  # the cookie of a revoked user no longer opens the page
+        page.wait_for_selector("input[type=password]", timeout=30_000)
+        assert page.query_selector(".fsml-who") is None
+        again = requests.get(f"{url}?token={token}", timeout=60)
+        assert "fsml-who" not in again.text and "password" in again.text.lower()
+    finally:
+        context.close()
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_demo_visitors_keep_one_identity_and_demo_credentials_open_the_demo(fsml_home, tmp_path, browser):
+    demo_token = add_user(connect(), "dee", "demo")
+    proc, url = start_whoami(tmp_path, "demo")
+    visitor, member = browser.new_context(), browser.new_context()
+    try:
+        page = visitor.new_page()
+        page.goto(url)
+        first = who(page)
+        assert first.startswith("visitor-") and first.endswith(" demo")
+        page.reload()
+        assert who(page) == first  # a reload is the same visitor, not a new vote
+        other = member.new_page()
+        other.goto(f"{url}?token={demo_token}")
+        assert who(other) == "dee demo"
+    finally:
+        visitor.close()
+        member.close()
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_a_demo_credential_cannot_open_the_annotation_or_eval_app(fsml_home, tmp_path):
+    from fullstack_ml.annotate import ensure_project
+
+    engine = connect()
+    ensure_project(engine, "digits")
+    demo_token = add_user(engine, "dee", "demo")
+    admin_token = add_user(engine, "ada", "admin")
+    exe = Path(sys.executable).parent / "fsml"
+    for app in ("annotate", "eval"):
+        port = free_port()
+        proc = start([str(exe), app, "app", "--port", str(port)], tmp_path / f"{app}.log", port)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            refused = requests.get(f"{url}?token={demo_token}", timeout=60)
+            assert refused.status_code == 403 and f"may not open the {app} app" in refused.text
+            session = requests.Session()
+            opened = session.get(f"{url}?token={admin_token}", timeout=120)
+            assert opened.status_code == 200 and session.cookies  # an admin gets in, and keeps a session cookie
+            assert OWNER_TOKEN not in command_lines(proc)
+        finally:
+            stop(proc)
+        log = (tmp_path / f"{app}.log").read_text()
+        assert demo_token not in log and admin_token not in log and OWNER_TOKEN not in log
