@@ -10,7 +10,6 @@ __all__ = ['filter_predictions', 'send_to_review', 'EvalApp', 'eval_app']
 # %% ../nbs/06b_eval_app.ipynb #b7ec81bf
 import base64
 import html
-import os
 
 import ipywidgets as widgets
 import numpy as np
@@ -18,7 +17,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from .annotate import Priority, enqueue
+from .auth import User, app_user, require
 from .metrics import compare_evaluations, dataset_project, list_evaluations, load_evaluation
+from .settings import page_query
 from .store import annotations, connect, get_blob, items, open_files
 
 # %% ../nbs/06b_eval_app.ipynb #08029877
@@ -38,10 +39,10 @@ def _tile(row, image_url: str, on_select) -> widgets.Widget:
     mark = " ⚑" if row["suspect"] else ""
     colour = "#1a7f37" if row["label"] == row["predicted"] else "#cf222e"
     card = widgets.HTML(
-        f'<div class="fsml-item" data-item="{html.escape(row["item_id"])}" style="text-align:center">'
+        f'<div class="fsml-item" data-item="{html.escape(str(row["item_id"]))}" style="text-align:center">'
         f'<img src="{image_url}" style="width:64px;height:64px;image-rendering:pixelated;border:1px solid #ccc">'
-        f'<div style="font-size:12px">label <b>{html.escape(row["label"])}</b>{mark}</div>'
-        f'<div style="font-size:12px;color:{colour}">pred <b>{html.escape(row["predicted"])}</b> '
+        f'<div style="font-size:12px">label <b>{html.escape(str(row["label"]))}</b>{mark}</div>'
+        f'<div style="font-size:12px;color:{colour}">pred <b>{html.escape(str(row["predicted"]))}</b> '
         f'{row["confidence"]:.2f}</div></div>')
     button = widgets.Button(description="details", layout=widgets.Layout(width="72px", height="24px"))
     button.add_class("fsml-details")
@@ -76,9 +77,9 @@ def _headline(record: dict, frame: pd.DataFrame) -> widgets.HTML:
     in_version = len((record["meta"] or {}).get("label_issues", []))
     return widgets.HTML(
         f'<h3>Evaluation</h3><div class="fsml-headline"><b>{html.escape(str(record["model"]))}</b> on dataset '
-        f'<code>{html.escape(str(record["dataset_version"])[:12])}</code> ({html.escape(record["split"])}): '
+        f'<code>{html.escape(str(record["dataset_version"])[:12])}</code> ({html.escape(str(record["split"]))}): '
         f'accuracy <b>{metrics.get("accuracy", float("nan")):.4f}</b> · ECE {metrics.get("ece", float("nan")):.4f} '
-        f'· {metrics.get("items", len(frame))} items · {int((frame["label"] != frame["predicted"]).sum())} wrong '
+        f'· {int(metrics.get("items", len(frame)))} items · {int((frame["label"] != frame["predicted"]).sum())} wrong '
         f'· {suspects} suspected label errors here, {in_version} in the whole dataset version</div>')
 
 
@@ -181,13 +182,13 @@ class EvalApp:
         "Show one item's detail: image, prediction scores, provenance, every label, a review button."
         row = self.frame.set_index("item_id").loc[item_id]
         top = sorted(row["scores"].items(), key=lambda kv: -kv[1])[:3]
-        suspect = (f'<p>⚑ suspected label error: given <b>{html.escape(row["label"])}</b>, '
+        suspect = (f'<p>⚑ suspected label error: given <b>{html.escape(str(row["label"]))}</b>, '
                    f'probably <b>{html.escape(str(row["suggested"]))}</b></p>') if row["suspect"] else ""
         summary = widgets.HTML(
             f'<h4>Item <code>{html.escape(item_id[:16])}</code></h4>'
             f'<img src="{_image_url(self.store, item_id, self.formats.get(item_id))}" '
             f'style="width:128px;image-rendering:pixelated;border:1px solid #ccc">'
-            f'<p>label <b>{html.escape(row["label"])}</b> · predicted <b>{html.escape(row["predicted"])}</b> '
+            f'<p>label <b>{html.escape(str(row["label"]))}</b> · predicted <b>{html.escape(row["predicted"])}</b> '
             f'({row["confidence"]:.3f}) · loss {row["loss"]:.3f}</p>{suspect}'
             f'<p>top scores: {", ".join(f"{html.escape(k)}: {v:.3f}" for k, v in top)}</p>'
             + _provenance(self.engine, item_id))
@@ -254,14 +255,25 @@ class EvalApp:
         tabs.set_title(1, "A vs B")
         return widgets.VBox([_headline(self.record, self.frame), tabs])
 
+# %% ../nbs/06b_eval_app.ipynb #1e5f538e
+def _notice(title: str, detail: str, css_class: str) -> widgets.HTML:
+    "A short message in place of the app, its text escaped."
+    return widgets.HTML(f'<div class="{css_class}"><b>{html.escape(title)}</b> {html.escape(detail)}</div>')
 
-def _query_parameter(name: str) -> str | None:
-    "A parameter of the page's URL (Voila passes the query string to the kernel)."
-    from urllib.parse import parse_qs
-    return (parse_qs(os.environ.get("QUERY_STRING", "")).get(name) or [None])[0]
 
-
-def eval_app(evaluation_id: str | None = None, engine=None, store=None, project: str | None = None) -> widgets.Widget:
-    "The evaluation app as one widget; the newest evaluation unless an id (or `?evaluation=ID`) is given."
-    evaluation_id = evaluation_id or _query_parameter("evaluation")
-    return EvalApp(evaluation_id, engine, store, project).widget()
+def eval_app(evaluation_id: str | None = None, engine=None, store=None, project: str | None = None,
+             user: User | None = None) -> widgets.Widget:
+    "The evaluation app as one widget for `user` (default: the page's); the newest evaluation unless one is named."
+    try:
+        user = user or app_user()
+        require(user, "evaluate")
+    except PermissionError as error:
+        return _notice("You may not open the evaluation app.", str(error), "fsml-refused")
+    evaluation_id = evaluation_id or page_query().get("evaluation")  # ?evaluation=ID
+    try:
+        app = EvalApp(evaluation_id, engine, store, project).widget()
+    except ValueError as error:  # no evaluation yet, or an unknown id: say what to do
+        return _notice("Nothing to show yet.", str(error), "fsml-empty")
+    signed_in = widgets.HTML(f'<div class="fsml-user">signed in as <b>{html.escape(user.name)}</b> '
+                             f'({html.escape(user.role)})</div>')
+    return widgets.VBox([signed_in, app])

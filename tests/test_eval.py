@@ -211,3 +211,38 @@ def test_the_app_kernel_stays_torch_free(fsml_home):
             "print(sorted(m for m in ('torch', 'sklearn', 'fullstack_ml.model', 'fullstack_ml.eval') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+APP_KERNEL = """
+import sys
+from fullstack_ml import auth
+from fullstack_ml.eval_app import eval_app
+if sys.argv[1] != "-":
+    auth.set_app_user(sys.argv[1], sys.argv[2])  # what the app server does for a signed-in visitor
+page = eval_app()
+print(type(page).__name__, getattr(page, "value", "") or "")
+"""
+
+
+def _open_eval_app(*user) -> str:
+    "Build the eval app as a Voila kernel would, as `user` (name, role) or as nobody signed in ('-')."
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", APP_KERNEL, *(user or ["-"])], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_the_eval_app_needs_the_evaluate_permission(fsml_home):
+    "A demo-only credential (or nobody, once credentials exist) gets a refusal and no evaluation data."
+    from fullstack_ml import auth
+    from fullstack_ml.store import connect
+
+    engine = connect()
+    outputs = [{"label": p, "scores": {c: (0.7 if c == p else 0.075) for c in CLASSES}} for p in "01124"]
+    m.record_evaluation(engine, "secret-model", "v1", "test", list("abcde"), list("01234"), outputs, CLASSES)
+    auth.add_user(engine, "kim", "demo")
+    refused = _open_eval_app("kim", "demo")
+    assert refused.startswith("HTML") and "may not evaluate" in refused and "secret-model" not in refused
+    refused = _open_eval_app()  # users exist, and nobody signed in to this kernel
+    assert refused.startswith("HTML") and "nobody is signed in" in refused and "secret-model" not in refused
+    assert _open_eval_app("rita", "reviewer").startswith("VBox")

@@ -18,6 +18,9 @@ from fullstack_ml.store import connect, tasks
 CLASSES = ["0", "1", "2"]
 # (true label, predicted label) of each item: cell (1, 2) holds three items, cell (2, 1) one
 PAIRS = [("0", "0")] * 3 + [("1", "1")] * 2 + [("1", "2")] * 3 + [("2", "2")] * 2 + [("2", "1")]
+# what a hostile crawled page can put in a caption and its own URL: both must reach the reader as text
+HOSTILE_CAPTION = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+HOSTILE_PAGE_URL = 'https://gallery.example/p?q="><script>window.pwned=2</script>'
 
 
 def _png(value: int) -> bytes:
@@ -37,7 +40,8 @@ def seed_store() -> dict:
         for number, (true, predicted) in enumerate(PAIRS):
             sha = put_blob(store, _png(20 * number))
             conn.execute(items.insert().values(id=sha, width=8, height=8, format="PNG", origin="demo",
-                                               caption=f"handwritten digit {true}", weak_label=true,
+                                               caption=f"handwritten digit {true} {HOSTILE_CAPTION}",
+                                               page_url=HOSTILE_PAGE_URL, weak_label=true,
                                                created_at=now()))
             cells.setdefault((true, predicted), []).append(sha)
     ids, labels, outputs = [], [], []
@@ -90,7 +94,12 @@ def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser
                            ".sort().join() === ids", arg=",".join(sorted(cells[("1", "2")])), timeout=30_000)
     page.click(".fsml-grid .fsml-details >> nth=0")
     page.wait_for_selector(".fsml-detail .fsml-provenance", timeout=30_000)
-    assert "handwritten digit 1" in page.inner_text(".fsml-detail")
+    detail = page.inner_text(".fsml-detail")
+    assert "handwritten digit 1" in detail
+    assert HOSTILE_CAPTION in detail and HOSTILE_PAGE_URL in detail, "caption and URL are shown as their text"
+    assert page.eval_on_selector_all(".fsml-detail img[src='x'], .fsml-detail script, .fsml-detail .fsml-provenance b",
+                                     "nodes => nodes.length") == 0, "no element was made from a crawled caption"
+    assert page.evaluate("() => window.pwned") is None
     shown = page.inner_text(".fsml-detail h4").split()[-1]  # the item id's first 16 characters
     page.click(".fsml-detail .fsml-review")
     page.wait_for_selector("text=queued for review at top priority", timeout=30_000)
