@@ -4,9 +4,15 @@ Pages named like the apps (`annotate.ipynb`, `demo.ipynb`) that show `auth.app_u
 launcher's identity alone; the real `fsml annotate app` and `fsml eval app` show that a demo-only credential
 is refused by both.
 """
+import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -52,6 +58,33 @@ def start_whoami(tmp_path: Path, app: str) -> tuple[subprocess.Popen, str]:
 def command_lines(proc: subprocess.Popen) -> str:
     "The command lines of a server's process group (its kernels included), as `ps` shows them to anyone."
     return subprocess.run(["ps", "-ww", "-o", "args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+
+
+async def send_to_kernel(url: str, kernel_id: str, cookie: str, code: str) -> list[str]:
+    "What a browser could do by hand: ask the page's kernel for its info, then to run `code`; the reply types."
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    ws_url = url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
+    ws = await websocket_connect(HTTPRequest(ws_url, headers={"Cookie": cookie, "Origin": url.rstrip("/")}))
+    execute = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+    for msg_type, content in (("kernel_info_request", {}), ("execute_request", execute)):
+        header = {"msg_id": uuid.uuid4().hex, "username": "visitor", "session": uuid.uuid4().hex,
+                  "msg_type": msg_type, "version": "5.3", "date": ""}
+        await ws.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content,
+                                           "channel": "shell", "buffers": []}))
+    replies, deadline = [], time.time() + 5
+    while time.time() < deadline:
+        try:
+            message = await asyncio.wait_for(ws.read_message(), 1)
+        except asyncio.TimeoutError:
+            continue
+        if message is None:
+            break
+        if isinstance(message, str):
+            replies.append(json.loads(message)["header"]["msg_type"])
+    ws.close()
+    return replies
 
 
 def who(page) -> str:
@@ -110,6 +143,12 @@ def test_demo_visitors_keep_one_identity_and_demo_credentials_open_the_demo(fsml
         other = member.new_page()
         other.goto(f"{url}?token={demo_token}")
         assert who(other) == "dee demo"
+        kernel_id = re.search(r'"kernelId": "([0-9a-f-]+)"', page.content()).group(1)
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in visitor.cookies())
+        with ThreadPoolExecutor(1) as pool:  # Playwright's loop owns this thread
+            replies = pool.submit(asyncio.run, send_to_kernel(url, kernel_id, cookie, "open('pwned', 'w')")).result()
+        assert "kernel_info_reply" in replies and "execute_reply" not in replies  # widgets talk; code does not run
+        assert not (tmp_path / "pages" / "pwned").exists()
     finally:
         visitor.close()
         member.close()
@@ -133,8 +172,8 @@ def test_a_demo_credential_cannot_open_the_annotation_or_eval_app(fsml_home, tmp
             refused = requests.get(f"{url}?token={demo_token}", timeout=60)
             assert refused.status_code == 403 and f"may not open the {app} app" in refused.text
             session = requests.Session()
-            opened = session.get(f"{url}?token={admin_token}", timeout=120)
-            assert opened.status_code == 200 and session.cookies  # an admin gets in, and keeps a session cookie
+            with session.get(f"{url}?token={admin_token}", timeout=120, stream=True) as opened:
+                assert opened.status_code == 200 and session.cookies  # an admin gets in, with a session cookie
             assert OWNER_TOKEN not in command_lines(proc)
         finally:
             stop(proc)
