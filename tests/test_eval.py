@@ -176,6 +176,24 @@ def test_fsml_eval_accepts_a_registry_reference_and_compares(trained_store):
     assert result["mcnemar"]["exact_p"] == 1.0
 
 
+@pytest.mark.slow
+def test_run_eval_draws_the_chapter_report(trained_store):
+    "What the executed chapter shows: confusion, reliability and confidence plots, and the suspects' images."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    result = ev.run_eval(queue=False, folds=3, show=8)
+    figures = [plt.figure(number) for number in plt.get_fignums()]
+    titles = [ax.get_title() for figure in figures for ax in figure.axes]
+    assert "Confusion matrix" in titles and "Confidence" in titles
+    assert any(title.startswith("Reliability (ECE") for title in titles)
+    assert result["label_issues"] and any(
+        figure._suptitle and figure._suptitle.get_text().startswith("Suspected label errors") for figure in figures)
+    plt.close("all")
+
+
 def test_fsml_eval_errors_are_one_line(fsml_home):
     result = fsml("eval", "--json", check=False)
     assert result.returncode == 1 and "no finished training run" in result.stderr
