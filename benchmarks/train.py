@@ -45,25 +45,25 @@ def main() -> dict:
         result = benchmark_seed(seed, config, eval_every_epoch=True)
         reached = next((r for r in result["history"] if r["test_accuracy"] >= args.target), None)
         seeds.append({"seed": seed, "test_accuracy": round(result["test_accuracy"], 4),
-                      "seconds": round(result["seconds"], 2),
-                      "seconds_to_target": round(reached["seconds"], 2) if reached else None,
+                      "train_s": round(result["train_s"], 2),
+                      "to_target_s": round(reached["train_s"], 2) if reached else None,
                       "epoch_to_target": reached["epoch"] if reached else None,
                       "images_per_second": round(result["images_per_second"], 1),
                       "errors": len(result["wrong"]), "wrong": result["wrong"]})
-    to_target = [s["seconds_to_target"] for s in seeds]
+    to_target = [s["to_target_s"] for s in seeds]
     result = {
         "benchmark": "train", "split": "sklearn digits example (first half train, second half test)",
         "test_accuracy_mean": round(float(np.mean([s["test_accuracy"] for s in seeds])), 4),
-        "seconds_to_99_median": _median_or_none(to_target),
+        "to_99_median_s": _median_or_none(to_target),
         "images_per_second_mean": round(float(np.mean([s["images_per_second"] for s in seeds])), 1),
         "wrong_in_every_seed": sorted(set.intersection(*(set(s["wrong"]) for s in seeds))),
         "max_errors_for_target": int((1 - args.target) * 899 + 1e-9),  # 899 test images
         "seeds": seeds, "baselines": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in b.items()}
                                       for b in sklearn_baselines()],
         "epochs": config["epochs"], "model": config["model"], "threads": threads,
-        "cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "cpu_s": round(time.process_time() - cpu_started, 1),
         "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
-        "targets": {"test_accuracy_mean": args.target, "seconds_to_99": 15},
+        "targets": {"test_accuracy_mean": args.target, "to_99_s": 15},
     }
     print(json.dumps(result))
     return result

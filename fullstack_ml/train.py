@@ -6,17 +6,15 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/train.html.md"""
 
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'make_config', 'pick_device', 'set_threads', 'epoch_generator', 'augment', 'batches', 'train_epoch',
-           'evaluate', 'fit', 'benchmark_data', 'sklearn_baselines', 'benchmark_seed', 'new_run_id', 'record_run',
-           'get_run', 'run_benchmark', 'benchmark_table', 'plot_benchmark_errors', 'check_labels', 'plot_history',
-           'train', 'finish_run', 'train_command', 'run_train']
+           'score', 'fit', 'benchmark_data', 'sklearn_baselines', 'benchmark_seed', 'record_run', 'get_run',
+           'run_benchmark', 'benchmark_table', 'plot_benchmark_errors', 'check_labels', 'plot_history', 'train',
+           'finish_run', 'train_command', 'run_train']
 
 # %% ../nbs/05_train.ipynb #4ba121ce
 import io
 import math
 import os
-import secrets
 import time
-from datetime import datetime, timezone
 
 import click
 import numpy as np
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 import fullstack_ml
 from .model import MODEL_DEFAULTS, build_model, weights_to_bytes
 from .project import LABELS, Preprocessing
-from .store import connect, now, open_files, runs, write_transaction
+from .store import connect, new_id, now, open_files, runs, write_transaction
 
 # %% ../nbs/05_train.ipynb #a044f5a1
 TRAIN_DEFAULTS = {
@@ -132,7 +130,7 @@ def train_epoch(model, optimizer, schedule, images, targets, config: dict, gener
 
 
 @torch.inference_mode()
-def evaluate(model, images: torch.Tensor, targets: torch.Tensor, device, batch_size: int = 512) -> dict:
+def score(model, images: torch.Tensor, targets: torch.Tensor, device, batch_size: int = 512) -> dict:
     "Mean cross-entropy and accuracy of `model` on tensors (no augmentation, eval mode)."
     model.eval()
     total_loss, correct = 0.0, 0
@@ -156,7 +154,7 @@ def fit(model, config: dict, train: tuple, valid: tuple | None = None, checkpoin
     steps = config["epochs"] * math.ceil(len(train[1]) / config["batch_size"])
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=max(steps, 8),
                                                    pct_start=config["warmup"])
-    state = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "best_state": None, "seconds": 0.0}
+    state = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "best_state": None, "train_s": 0.0}
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -167,15 +165,15 @@ def fit(model, config: dict, train: tuple, valid: tuple | None = None, checkpoin
         started = time.perf_counter()
         record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_epoch(
             model, optimizer, schedule, *train, config, epoch_generator(config["seed"], epoch), device).items()}}
-        state["seconds"] += time.perf_counter() - started  # training time; evaluation is not counted
+        state["train_s"] += time.perf_counter() - started  # training time; evaluation is not counted
         for name, split in (("valid", valid), ("test", test)):
             if split is not None and len(split[1]):
-                record.update({f"{name}_{k}": v for k, v in evaluate(model, *split, device).items()})
-        record["seconds"] = state["seconds"]
+                record.update({f"{name}_{k}": v for k, v in score(model, *split, device).items()})
+        record["train_s"] = state["train_s"]
         state["history"].append(record)
-        score = record.get("valid_accuracy", record["train_accuracy"]), -record.get("valid_loss", record["train_loss"])
-        if state["best"] is None or score > tuple(state["best"]):
-            state.update(best=score, best_epoch=epoch + 1, best_state=_state(model))
+        quality = record.get("valid_accuracy", record["train_accuracy"]), -record.get("valid_loss", record["train_loss"])
+        if state["best"] is None or quality > tuple(state["best"]):
+            state.update(best=quality, best_epoch=epoch + 1, best_state=_state(model))
         state["epoch"] = epoch + 1
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.endswith("accuracy")})
         if save is not None:
@@ -211,7 +209,7 @@ def sklearn_baselines() -> list[dict]:
         started = time.perf_counter()
         model.fit(x_train * 16, y_train)  # the example feeds the raw 0..16 counts
         accuracy = float((model.predict(x_test * 16) == y_test).mean())
-        rows.append({"model": name, "test_accuracy": accuracy, "seconds": time.perf_counter() - started})
+        rows.append({"model": name, "test_accuracy": accuracy, "train_s": time.perf_counter() - started})
     return rows
 
 # %% ../nbs/05_train.ipynb #de9c9dd5
@@ -229,15 +227,10 @@ def benchmark_seed(seed: int, config: dict | None = None, device=None, progress:
         predicted = torch.cat([model(x.to(pick_device(device))).argmax(1).cpu() for x, _ in batches(*test, 512)])
     wrong = torch.nonzero(predicted != test[1]).flatten().tolist()  # test indices it got wrong
     images = len(train[1]) * state["epoch"]
-    return {"seed": seed, "test_accuracy": 1 - len(wrong) / len(test[1]), "seconds": state["seconds"],
-            "images_per_second": images / max(state["seconds"], 1e-9), "history": state["history"], "wrong": wrong}
+    return {"seed": seed, "test_accuracy": 1 - len(wrong) / len(test[1]), "train_s": state["train_s"],
+            "images_per_second": images / max(state["train_s"], 1e-9), "history": state["history"], "wrong": wrong}
 
 # %% ../nbs/05_train.ipynb #b914cc17
-def new_run_id() -> str:
-    "A sortable, unique run id: UTC time plus random hex."
-    return "run-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
 def record_run(engine, run_id: str, **values) -> None:
     "Insert or update the `runs` row of `run_id` with `values`."
     with write_transaction(engine) as conn:
@@ -249,12 +242,17 @@ def record_run(engine, run_id: str, **values) -> None:
                                               package_version=fullstack_ml.__version__, **values))
 
 
-def get_run(run_id: str, engine=None) -> dict:
-    "A run's row as a dict; a clear error when there is none."
+def get_run(engine, run_id: str | None = None) -> dict:
+    "A training run's row by id, or the newest finished one; a clear error when there is none."
+    query = sa.select(runs)
+    query = query.where(runs.c.id == run_id) if run_id else query.where(
+        runs.c.kind == "train", runs.c.status == "done", runs.c.checkpoint_path.is_not(None)
+    ).order_by(runs.c.created_at.desc())
     with (engine or connect()).connect() as conn:
-        row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        row = conn.execute(query.limit(1)).mappings().first()
     if row is None:
-        raise ValueError(f"no run {run_id!r} in the store; `fsml train --json` prints the ids it makes")
+        raise FileNotFoundError(f"no run {run_id!r} in the store; `fsml train --json` prints the ids it makes"
+                                if run_id else "no finished training run in the store: run `fsml train` first")
     return dict(row)
 
 # %% ../nbs/05_train.ipynb #be4db70c
@@ -263,17 +261,17 @@ def run_benchmark(seeds: tuple = (0, 1, 2), config: dict | None = None, engine=N
     "Reproduce the digits benchmark: baselines and our network over `seeds`; recorded as a benchmark run."
     engine = engine or connect()
     config = config or make_config()
-    run_id = new_run_id()
+    run_id = new_id("benchmark")
     record_run(engine, run_id, kind="benchmark", status="running", dataset_version="sklearn-digits", config=config)
     started = time.perf_counter()
     results = [benchmark_seed(seed, config, device, progress) for seed in tqdm(seeds, desc="seeds",
                                                                              disable=not progress)]
     accuracies = [r["test_accuracy"] for r in results]
     summary = {"run_id": run_id, "test_accuracy": float(np.mean(accuracies)), "test_accuracy_std": float(np.std(accuracies)),
-               "seeds": [{**{k: r[k] for k in ("seed", "test_accuracy", "seconds", "images_per_second")},
+               "seeds": [{**{k: r[k] for k in ("seed", "test_accuracy", "train_s", "images_per_second")},
                           "errors": len(r["wrong"])} for r in results],
                "wrong_in_every_seed": sorted(set.intersection(*(set(r["wrong"]) for r in results))),
-               "baselines": sklearn_baselines(), "seconds": time.perf_counter() - started,
+               "baselines": sklearn_baselines(), "total_s": time.perf_counter() - started,
                "history": [r["history"] for r in results]}
     metrics = {k: v for k, v in summary.items() if k not in ("run_id", "history")}
     record_run(engine, run_id, status="done", metrics=metrics, finished_at=now())
@@ -282,11 +280,11 @@ def run_benchmark(seeds: tuple = (0, 1, 2), config: dict | None = None, engine=N
 
 def benchmark_table(summary: dict) -> pd.DataFrame:
     "One row per model: the baselines and our network (mean and spread over seeds)."
-    rows = [{"model": b["model"], "test_accuracy": b["test_accuracy"], "seconds": b["seconds"]}
+    rows = [{"model": b["model"], "test_accuracy": b["test_accuracy"], "train_s": b["train_s"]}
             for b in summary["baselines"]]
     seeds = summary["seeds"]
     rows.append({"model": f"our network (mean of {len(seeds)} seeds)", "test_accuracy": summary["test_accuracy"],
-                 "seconds": float(np.mean([s["seconds"] for s in seeds])),
+                 "train_s": float(np.mean([s["train_s"] for s in seeds])),
                  "per seed": ", ".join(f"{s['test_accuracy']:.4f}" for s in seeds)})
     return pd.DataFrame(rows).set_index("model")
 
@@ -348,7 +346,7 @@ def _save_checkpoint(store, run_id: str):
 
 def _load_checkpoint(store, run_id: str) -> dict | None:
     name = f"runs/{run_id}/checkpoint.pt"
-    return torch.load(io.BytesIO(store.read(name)), weights_only=False) if store.exists(name) else None
+    return torch.load(io.BytesIO(store.read(name)), weights_only=True) if store.exists(name) else None
 
 # %% ../nbs/05_train.ipynb #4a9620a1
 def train(
@@ -366,10 +364,10 @@ def train(
     engine, store = engine or connect(), store or open_files()
     threads = set_threads()
     if resume:
-        run = get_run(resume, engine)
+        run = get_run(engine, resume)
         run_id, config, dataset, checkpoint = resume, run["config"], run["dataset_version"], _load_checkpoint(store, resume)
     else:
-        run_id, config, checkpoint = new_run_id(), config or make_config(), None
+        run_id, config, checkpoint = new_id("train"), config or make_config(), None
     data = load(dataset, engine, store, Preprocessing.from_config(config["preprocessing"]))
     check_labels(data, config["labels"])
     torch.manual_seed(config["seed"])
@@ -403,15 +401,15 @@ def finish_run(engine, store, run_id: str, model, config: dict, data, state: dic
     images = len(data["train"]) * state["epoch"]
     metrics = {"val_accuracy": best.get("valid_accuracy"), "val_loss": best.get("valid_loss"),
                "train_accuracy": best["train_accuracy"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
-               "seconds": state["seconds"], "images_per_second": images / max(state["seconds"], 1e-9),
+               "train_s": state["train_s"], "images_per_second": images / max(state["train_s"], 1e-9),
                "history": state["history"]}
-    timings = {"seconds": state["seconds"], "device": str(pick_device(device)), "threads": threads,
+    timings = {"train_s": state["train_s"], "device": str(pick_device(device)), "threads": threads,
                "images_per_second": metrics["images_per_second"]}
     record_run(engine, run_id, status="done", metrics=metrics, checkpoint_path=weights_path, finished_at=now(),
                meta={"timings": timings, "curves_path": f"runs/{run_id}/curves.png",
                      "splits": {name: len(part) for name, part in data.splits.items()}})
     return {"run_id": run_id, "dataset": data.version, "val_accuracy": metrics["val_accuracy"],
-            "best_epoch": state["best_epoch"], "epochs": state["epoch"], "seconds": state["seconds"],
+            "best_epoch": state["best_epoch"], "epochs": state["epoch"], "train_s": state["train_s"],
             "images_per_second": metrics["images_per_second"], "checkpoint_path": weights_path,
             "history": state["history"]}
 
@@ -443,17 +441,17 @@ def train_command(dataset, benchmark, epochs, seed, resume, device, as_json):
         summary = _brief(train(dataset, None if resume else make_config(**overrides), resume=resume, device=device,
                                progress=not as_json))
         text = (f"run {summary['run_id']} on dataset {summary['dataset']}: val accuracy "
-                f"{summary['val_accuracy']:.4f} (epoch {summary['best_epoch']}), {summary['seconds']:.1f} s")
+                f"{summary['val_accuracy']:.4f} (epoch {summary['best_epoch']}), {summary['train_s']:.1f} s")
     emit(summary, as_json, text)
 
 # %% ../nbs/05_train.ipynb #5c458ad4
 def run_train(
     benchmark_seeds: list = (0, 1, 2),  # seeds of the benchmark reproduction (empty: skip it)
-    benchmark_epochs: int = 30,  # epochs per benchmark seed
+    benchmark_epochs: int = TRAIN_DEFAULTS["epochs"],  # epochs per benchmark seed
     dataset: str | None = None,  # dataset version to train on (default: the latest)
-    epochs: int = 30,  # epochs on our data
-    width: int = 32,  # channels of the network's first stage
-    seed: int = 0,
+    epochs: int = TRAIN_DEFAULTS["epochs"],  # epochs on our data
+    width: int = MODEL_DEFAULTS["width"],  # channels of the network's first stage
+    seed: int = TRAIN_DEFAULTS["seed"],
     show: bool = True,  # display the table and curves
 ) -> dict:
     "Reproduce the benchmark, then train on a dataset version; return both summaries."

@@ -1,5 +1,8 @@
-"""The registry: atomic numbered publishing, aliases, and refusing tampered or unknown artifacts (also via the CLI)."""
+"""The registry: atomic numbered publishing (threads on SQLite, processes on PostgreSQL), aliases that only move to
+verified artifacts, and refusing tampered or unknown artifacts (also via the CLI)."""
 import json
+import multiprocessing
+import queue
 import threading
 
 import pytest
@@ -53,6 +56,62 @@ def test_concurrent_publishers_get_distinct_consecutive_versions(fsml_home):
     assert sorted(r["version"] for r in rows) == [1, 2, 3, 4]
     for row in rows:
         assert verify(f"digits@{row['version']}")["run_id"] == row["run_id"]
+
+
+def _publish_at_once(db_url: str, store_url: str, run_ids: list, barrier, results) -> None:
+    "One publisher process: wait for the others, then publish `run_ids` one after another as fast as it can."
+    from fullstack_ml.registry import publish
+
+    engine, store = connect(db_url), open_files(store_url)
+    barrier.wait(timeout=120)
+    for run_id in run_ids:
+        results.put(publish(run_id, engine=engine, store=store))
+
+
+def test_concurrent_publisher_processes_on_postgresql_get_distinct_verifiable_versions(postgres_db, tmp_path):
+    store_url = str(tmp_path / "files")
+    engine, store = connect(postgres_db), open_files(store_url)
+    processes, per_process = 4, 3
+    run_ids = [[make_run(engine, store, 10 * p + k) for k in range(per_process)] for p in range(processes)]
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(processes), spawn.Queue()
+    workers = [spawn.Process(target=_publish_at_once, args=(postgres_db, store_url, ids, barrier, results))
+               for ids in run_ids]
+    for worker in workers:
+        worker.start()
+    rows = []
+    while len(rows) < processes * per_process and (any(w.is_alive() for w in workers) or not results.empty()):
+        try:
+            rows.append(results.get(timeout=1))
+        except queue.Empty:
+            pass
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0, "a publisher failed: see its traceback above"
+    assert sorted(r["version"] for r in rows) == list(range(1, processes * per_process + 1))
+    assert len({r["path"] for r in rows}) == len(rows)  # no two publishers shared a folder
+    assert sorted(r["run_id"] for r in rows) == sorted(sum(run_ids, []))
+    for row in rows:  # each version's files are its own run's, whole: every checksum holds
+        manifest = verify(f"digits@{row['version']}", engine, store)
+        assert manifest["run_id"] == row["run_id"]
+        assert json.loads(store.read(f"{row['path']}/manifest.json"))["run_id"] == row["run_id"]
+    engine.dispose()
+
+
+def test_promote_verifies_first_and_refuses_a_tampered_artifact(fsml_home):
+    publish_untrained(seed=1)  # promoted to production
+    row = publish_untrained(seed=2, promote_to=None)
+    store = open_files()
+    name = f"{row['path']}/weights.safetensors"
+    data = bytearray(store.read(name))
+    data[len(data) // 2] ^= 0x01
+    store.write(name, bytes(data))
+    with pytest.raises(ArtifactError, match="weights.safetensors does not match its checksum"):
+        promote("digits", row["version"])
+    assert resolve("digits@production") == ("digits", 1)  # the alias did not move
+    done = fsml("registry", "promote", "digits", str(row["version"]), check=False)
+    assert done.returncode == 1 and "does not match its checksum" in done.stderr and "Traceback" not in done.stderr
+    assert resolve("digits@production") == ("digits", 1)
 
 
 def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):

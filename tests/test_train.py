@@ -1,5 +1,8 @@
-"""Training: it can learn, a resumed run matches an uninterrupted one, runs name their data, unknown labels fail."""
+"""Training: it can learn, a resumed run matches an uninterrupted one, checkpoints load without running code, runs
+name their data, unknown labels fail."""
 import json
+import os
+import pickle
 
 import pytest
 import sqlalchemy as sa
@@ -10,10 +13,11 @@ from safetensors.torch import load as load_safetensors
 from fullstack_ml.annotate import enqueue, ensure_project
 from fullstack_ml.labels import import_weak_labels
 from fullstack_ml.datasets import add_digit_items, snapshot
-from fullstack_ml.model import Predictor, build_model
+from fullstack_ml.model import build_model
 from fullstack_ml.project import LABELS
+from fullstack_ml.registry import load_run
 from fullstack_ml.store import annotations, connect, now, open_files, runs
-from fullstack_ml.train import benchmark_data, fit, get_run, make_config, train
+from fullstack_ml.train import _load_checkpoint, _save_checkpoint, benchmark_data, fit, get_run, make_config, train
 
 SMALL = {"model": {"width": 8}, "batch_size": 32}
 
@@ -59,24 +63,26 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(fsml_home):
     assert resumed["run_id"] == failed[0] and resumed["epochs"] == 5
     assert abs(resumed["val_accuracy"] - whole["val_accuracy"]) <= 1e-6
     store = open_files()
-    a = load_safetensors(store.read(get_run(whole["run_id"], engine)["checkpoint_path"]))
-    b = load_safetensors(store.read(get_run(resumed["run_id"], engine)["checkpoint_path"]))
+    a = load_safetensors(store.read(get_run(engine, whole["run_id"])["checkpoint_path"]))
+    b = load_safetensors(store.read(get_run(engine, resumed["run_id"])["checkpoint_path"]))
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-5
-    assert get_run(resumed["run_id"], engine)["status"] == "done"
+    assert get_run(engine, resumed["run_id"])["status"] == "done"
 
 
 def test_the_run_record_names_its_dataset_version_and_finds_its_weights(fsml_home):
     version = make_dataset()
     out = fsml("train", "--dataset", version[:8], "--epochs", "2", "--json")
     summary = json.loads(out.stdout)
-    assert {"run_id", "dataset", "val_accuracy", "seconds"} <= set(summary)
+    assert {"run_id", "dataset", "val_accuracy", "train_s"} <= set(summary)
     assert summary["dataset"] == version
-    run = get_run(summary["run_id"])
+    run = get_run(connect(), summary["run_id"])
     assert (run["dataset_version"], run["kind"], run["status"]) == (version, "train", "done")
     assert run["package_version"] and run["config"]["labels"] == LABELS
-    assert run["metrics"]["val_accuracy"] == summary["val_accuracy"] and run["meta"]["timings"]["seconds"] > 0
+    assert run["metrics"]["val_accuracy"] == summary["val_accuracy"] and run["meta"]["timings"]["train_s"] > 0
     assert run["checkpoint_path"].endswith("weights.safetensors") and open_files().exists(run["checkpoint_path"])
-    answers = Predictor.from_run(summary["run_id"]).predict([torch.zeros(8, 8).numpy()])
+    loaded = load_run(summary["run_id"])
+    assert (loaded.name, loaded.version, loaded.manifest["run_id"]) == (summary["run_id"], None, summary["run_id"])
+    answers = loaded.predictor.predict([torch.zeros(8, 8).numpy()])
     assert set(answers[0]["scores"]) == set(LABELS)
 
 
@@ -93,3 +99,33 @@ def test_a_dataset_with_a_label_the_model_does_not_know_fails_clearly(fsml_home)
     done = fsml("train", "--dataset", version, "--epochs", "1", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "label(s) ['x'] that the model does not know" in done.stderr
+
+
+class Payload:
+    "What an attacker would plant in a checkpoint: unpickling it runs a shell command."
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_round_trips_and_a_pickle_with_code_is_refused(tmp_path):
+    store = open_files(str(tmp_path / "files"))
+    config = make_config(epochs=2, **SMALL)
+    (images, targets), _ = benchmark_data()
+    saved = []
+    torch.manual_seed(0)
+    fit(build_model(config), config, (images[:64], targets[:64]), save=saved.append, progress=False)
+    _save_checkpoint(store, "r1")(saved[-1])
+    back = _load_checkpoint(store, "r1")
+    assert back["epoch"] == 2 and back["history"] == saved[-1]["history"]
+    assert all(torch.equal(back["model"][k], saved[-1]["model"][k]) for k in saved[-1]["model"])
+    assert back["optimizer"]["param_groups"][0]["lr"] == saved[-1]["optimizer"]["param_groups"][0]["lr"]
+
+    marker = tmp_path / "pwned"
+    store.write("runs/evil/checkpoint.pt", pickle.dumps({"model": Payload(str(marker))}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        _load_checkpoint(store, "evil")
+    assert not marker.exists()  # the payload never ran
