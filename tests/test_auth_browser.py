@@ -123,6 +123,9 @@ def test_annotator_is_named_from_the_token_then_the_cookie_and_revocation_ends_i
         assert page.query_selector(".fsml-who") is None
         again = requests.get(f"{url}?token={token}", timeout=60)
         assert "fsml-who" not in again.text and "password" in again.text.lower()
+        page.fill("input[type=password]", add_user(engine, "rita", "reviewer"))  # the login form takes a token too
+        page.keyboard.press("Enter")
+        assert who(page) == "rita reviewer"
     finally:
         context.close()
         stop(proc)
