@@ -29,7 +29,7 @@ from protego import Protego
 from .cli import emit
 from .gallery import DEMO_IMAGES, DEMO_PORT, DIGIT_WORDS, DemoSite
 from .images import BadImage, ImageLimits, check_image, decode_image
-from .near_duplicates import HASH_SIDE, NEAR_DUPLICATE_BITS, NearDuplicates, image_hashes
+from .near_duplicates import HASH_SIDE, NEAR_DUPLICATE_SIMILARITY, NearDuplicates, image_hashes
 from .store import (connect, fetches, insert_new, item_sources, items, now, open_files, put_blob,
                                 sha256_hex, upsert, write_transaction)
 from .web import (NO_AI, REDIRECT_STATUSES, RETRY_STATUSES, ROBOTS_AGENT, USER_AGENT, HostGate, Refused,
@@ -45,7 +45,7 @@ def parse_weak_label(caption: str | None, labels: list, synonyms: dict | None = 
 
 # %% ../nbs/02_collect.ipynb #2e36328d
 def describe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> dict:
-    "Check and decode untrusted image bytes; their format, size and perceptual hashes (raises BadImage)."
+    "Check and decode untrusted image bytes; their format, size and fingerprints (raises BadImage)."
     facts = check_image(data, limits)  # the header only: bombs, strips and animations stop here, undecoded
     hashes = image_hashes(decode_image(data, limits, max_side_out=HASH_SIDE))
     return dict(width=facts["width"], height=facts["height"], format=facts["format"], **hashes)
@@ -54,15 +54,15 @@ def describe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> dict:
 class Ledger:
     "What the store already holds, and the rows waiting to be written in the next batch."
 
-    def __init__(self, engine, max_distance: int = NEAR_DUPLICATE_BITS):
+    def __init__(self, engine, min_similarity: float = NEAR_DUPLICATE_SIMILARITY):
         self.engine = engine
-        self.near = NearDuplicates(max_distance)
+        self.near = NearDuplicates(min_similarity)
         with engine.connect() as conn:
             self.item_ids = set(conn.execute(sa.select(items.c.id)).scalars())
             self.sources = set(map(tuple, conn.execute(sa.select(item_sources.c.item_id, item_sources.c.source_url))))
             for item_id, group_id, meta in conn.execute(sa.select(items.c.id, items.c.group_id, items.c.meta)):
-                if (meta or {}).get("phash_256"):
-                    self.near.add(meta["phash_256"], group_id or item_id)
+                if (meta or {}).get("signature"):  # items from before signatures were kept have none
+                    self.near.add(meta["signature"], group_id or item_id)
             self.fetched = {row.url: row for row in conn.execute(sa.select(fetches))}
         self.pending = dict(items=[], item_sources=[], fetches=[])
 
@@ -89,15 +89,15 @@ def record_image(ledger: Ledger, image: dict, context: dict, fetched: dict) -> s
         ledger.pending["item_sources"].append(source)
     if item_id in ledger.item_ids:
         return "duplicate"
-    group_id = ledger.near.find(image["phash_256"])
-    ledger.near.add(image["phash_256"], group_id or item_id)
+    group_id = ledger.near.find(image["signature"])
+    ledger.near.add(image["signature"], group_id or item_id)
     ledger.item_ids.add(item_id)
     ledger.pending["items"].append(dict(
         id=item_id, width=image["width"], height=image["height"], format=image["format"], phash=image["phash"],
         group_id=group_id or item_id, source_url=url, page_url=source["page_url"], caption=source["caption"],
         weak_label=context.get("weak_label"), weak_label_source=context.get("caption_source"),
         licence=source["licence"], origin="crawl", fetched_at=when, created_at=now(),
-        meta={"phash_256": image["phash_256"], "http_status": fetched["status"], "etag": fetched.get("etag"),
+        meta={"signature": image["signature"], "http_status": fetched["status"], "etag": fetched.get("etag"),
               "last_modified": fetched.get("last_modified"), "content_type": fetched.get("content_type")}))
     return "near_duplicate" if group_id else "stored"
 

@@ -147,13 +147,13 @@ HASH_SIDE = 256  # decode at most this many pixels a side for the perceptual has
 def describe_image(image: bytes, engine) -> dict:
     "The items-row facts of untrusted image bytes (format, size, perceptual hashes, near-duplicate group), or BadImage."
     from fullstack_ml.collect import Ledger
+    from fullstack_ml.near_duplicates import image_hashes
 
     facts = check_image(image)  # the header only: bombs, long strips and animations stop here, undecoded
     picture = decode_image(image, max_side_out=HASH_SIDE)
-    phash_256 = str(imagehash.phash(picture, hash_size=16))
-    return {"width": facts["width"], "height": facts["height"], "format": facts["format"],
-            "phash": str(imagehash.phash(picture)), "phash_256": phash_256,
-            "group_id": Ledger(engine).near.find(phash_256)}
+    hashes = image_hashes(picture)  # phash, and the signature near duplicates are found by
+    return {"width": facts["width"], "height": facts["height"], "format": facts["format"], **hashes,
+            "group_id": Ledger(engine).near.find(hashes["signature"])}
 
 # %% ../nbs/08_demo.ipynb #01912c88
 def record_feedback(
@@ -180,7 +180,7 @@ def record_feedback(
     item_id = put_blob(store, image)
     said = (prediction or {}).get("label")
     provenance = {"source": "demo", "via": "fsml demo app", "model": (prediction or {}).get("model"),
-                  "predicted": said, "scores": (prediction or {}).get("scores"), "phash_256": facts["phash_256"]}
+                  "predicted": said, "scores": (prediction or {}).get("scores"), "signature": facts["signature"]}
     row = {"id": item_id, "width": facts["width"], "height": facts["height"], "format": facts["format"],
            "phash": facts["phash"], "group_id": facts["group_id"] or item_id, "source_url": f"demo:{item_id}",
            "origin": "demo", "created_at": now(), "meta": provenance}
