@@ -30,8 +30,9 @@ def main() -> dict:
         for key in ("FSML_DB_URL", "FSML_STORE_URL"):
             os.environ.pop(key, None)
         from fullstack_ml.annotate import enqueue, ensure_project
+        from fullstack_ml.datasets import add_digit_items, snapshot
         from fullstack_ml.labels import import_weak_labels
-        from fullstack_ml.datasets import add_digit_items, load, snapshot
+        from fullstack_ml.loader import load
         from fullstack_ml.project import LABELS
         from fullstack_ml.store import connect, open_files
 
@@ -61,7 +62,7 @@ def main() -> dict:
         def torch_dataloader_pass():  # the same batches through torch's DataLoader machinery, for comparison
             from torch.utils.data import DataLoader
 
-            from fullstack_ml.datasets import BatchOrder
+            from fullstack_ml.loader import BatchOrder
 
             seen = 0
             for epoch in range(args.epochs):

@@ -1,4 +1,4 @@
-"""Freeze the labels into immutable, diffable versions with stable splits, and load them for training.
+"""Freeze the labels into immutable, diffable versions with stable splits (the loader chapter turns them into tensors).
 
 Docs: https://fullstack-ml.github.io/fullstack_ml/datasets.html.md"""
 
@@ -7,28 +7,21 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/datasets.html.md"""
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_manifest', 'version_id', 'validate', 'class_balance',
            'balance_warnings', 'latest_version', 'snapshot', 'resolve_version', 'read_manifest', 'describe',
-           'list_versions', 'diff', 'add_digit_items', 'ItemDataset', 'BatchOrder', 'TensorBatches', 'VersionedDataset',
-           'load', 'export_imagefolder', 'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command',
-           'show_command', 'diff_command', 'plot_balance', 'run_datasets']
+           'list_versions', 'diff', 'add_digit_items', 'export_imagefolder', 'export_parquet', 'dataset_cli',
+           'snapshot_command', 'list_command', 'show_command', 'diff_command', 'plot_balance', 'run_datasets']
 
 # %% ../nbs/04_datasets.ipynb #076ca718
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import click
 import fsspec
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .project import LABELS, Preprocessing
-from .settings import get_settings
+from .project import LABELS
 from fullstack_ml.store import (
     annotations, connect, dataset_versions, get_blob, items, now, open_files, put_blob, tasks, write_transaction,
 )
@@ -255,140 +248,6 @@ def add_digit_items(engine, store, indices, weak_labels: list | None = None, gro
         if new:
             conn.execute(items.insert(), new)
     return ids
-
-# %% ../nbs/04_datasets.ipynb #281dfa03
-class ItemDataset(Dataset):
-    "One split of a dataset version: preprocessed images (n, 1, h, w), label indices (n,), item ids."
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, item_ids: list[str]):
-        self.images, self.targets, self.item_ids = images, targets, list(item_ids)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index):
-        "One item (image, label index), or a whole batch when `index` is a list or tensor of positions."
-        if isinstance(index, (list, tuple)):
-            index = torch.as_tensor(index)
-        return self.images[index], self.targets[index]
-
-# %% ../nbs/04_datasets.ipynb #2702df65
-def _decode_all(manifest: pd.DataFrame, store, preprocessing: Preprocessing) -> torch.Tensor:
-    "Every manifest image through `preprocessing`, in manifest order: (n, 1, size, size)."
-    size = preprocessing.image_size
-    if not len(manifest):
-        return torch.zeros(0, 1, size, size)
-    return torch.stack([preprocessing(get_blob(store, item_id)) for item_id in manifest.item_id])
-
-
-def _cached_images(version: str, manifest: pd.DataFrame, store, preprocessing: Preprocessing,
-                   cache_dir: Path | None) -> torch.Tensor:
-    "Decoded images of a version, from the cache when it holds exactly these items."
-    if cache_dir is None:
-        return _decode_all(manifest, store, preprocessing)
-    key = hashlib.sha256(json.dumps(preprocessing.config, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"{version}-{key}.safetensors"
-    order = hashlib.sha256("\n".join(manifest.item_id).encode()).hexdigest()
-    if path.exists():
-        cached = load_safetensors(path.read_bytes())
-        if bytes(cached["order"].tolist()).hex() == order:
-            return cached["images"]
-    images = _decode_all(manifest, store, preprocessing)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_bytes(save_safetensors({"images": images.contiguous(),
-                                       "order": torch.tensor(list(bytes.fromhex(order)), dtype=torch.uint8)}))
-    temp.replace(path)
-    return images
-
-# %% ../nbs/04_datasets.ipynb #6893fbe0
-class BatchOrder(Sampler):
-    "Positions of each batch as index tensors: a fresh seeded permutation per pass (or in order)."
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
-        self.passes = 0
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.passes)
-        order = torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
-        self.passes += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start:start + self.batch_size]
-
-
-def _as_is(batch):
-    return batch
-
-
-class TensorBatches:
-    "An iterable of (images, targets) batches of an `ItemDataset`, cut by a `BatchOrder`."
-
-    def __init__(self, dataset: "ItemDataset", order: BatchOrder):
-        self.dataset, self.order = dataset, order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __iter__(self):
-        images, targets = self.dataset.images, self.dataset.targets
-        for index in self.order:
-            yield images[index], targets[index]
-
-# %% ../nbs/04_datasets.ipynb #18acce43
-class VersionedDataset:
-    "A loaded dataset version: its manifest, label set and one `ItemDataset` per split."
-
-    def __init__(self, version: str, parent: str | None, manifest: pd.DataFrame, labels: list[str],
-                 images: torch.Tensor, preprocessing: Preprocessing):
-        self.version, self.parent, self.manifest, self.labels = version, parent, manifest, list(labels)
-        self.preprocessing = preprocessing
-        unknown = sorted(set(manifest.label) - set(self.labels))
-        if unknown:
-            raise ValueError(f"dataset {version} has labels {unknown} outside its label set {self.labels}")
-        targets = torch.tensor([self.labels.index(label) for label in manifest.label], dtype=torch.long)
-        self.splits = {}
-        for split in SPLITS:
-            mask = torch.tensor((manifest.split == split).to_numpy(), dtype=torch.bool)
-            self.splits[split] = ItemDataset(images[mask], targets[mask], manifest.item_id[mask.numpy()].tolist())
-
-    def __getitem__(self, split: str) -> ItemDataset:
-        return self.splits[split]
-
-    def dataloader(self, split: str, batch_size: int = 128, shuffle: bool | None = None, seed: int = 0,
-                   drop_last: bool = False, num_workers: int = 0):
-        "Batches (images, label indices) of `split`; shuffled for train by default, reshuffled each pass."
-        dataset = self.splits[split]
-        shuffle = split == "train" if shuffle is None else shuffle
-        order = BatchOrder(len(dataset), batch_size, shuffle, seed, drop_last)
-        if num_workers:  # batch_size=None: each worker call gets a whole batch of positions
-            return DataLoader(dataset, batch_size=None, sampler=order, num_workers=num_workers, collate_fn=_as_is)
-        return TensorBatches(dataset, order)
-
-    def __repr__(self) -> str:
-        sizes = ", ".join(f"{name}={len(data)}" for name, data in self.splits.items())
-        return f"VersionedDataset({self.version}, {sizes})"
-
-# %% ../nbs/04_datasets.ipynb #e2af80a7
-def load(
-    version: str | None = None,  # a version id (or unique prefix, or "latest"); default the latest
-    engine=None,  # database (default: from the settings)
-    store=None,  # file store (default: from the settings)
-    preprocessing: Preprocessing | None = None,  # the shared preprocessing (default: Preprocessing())
-    cache_dir: str | Path | None | bool = True,  # where decoded tensors are kept; True: $FSML_HOME/cache/datasets
-) -> VersionedDataset:
-    "Load a dataset version as torch Datasets per split, images preprocessed (and cached)."
-    engine, store = engine or connect(), store or open_files()
-    preprocessing = preprocessing or Preprocessing()
-    row = resolve_version(version, engine)
-    manifest = read_manifest(row["id"], engine, store)
-    cache_dir = get_settings().home / "cache" / "datasets" if cache_dir is True else (cache_dir or None)
-    images = _cached_images(row["id"], manifest, store, preprocessing, cache_dir)
-    labels = (row["meta"] or {}).get("labels") or LABELS
-    return VersionedDataset(row["id"], row["parent"], manifest, labels, images, preprocessing)
 
 # %% ../nbs/04_datasets.ipynb #54a515a5
 def export_imagefolder(version: str | None, out_url: str, engine=None, store=None) -> int:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import fullstack_ml
+from .loader import load
 from .model import MODEL_DEFAULTS, build_model, weights_to_bytes
 from .project import LABELS, Preprocessing
 from .store import connect, new_id, now, open_files, runs, write_transaction
@@ -171,7 +172,8 @@ def fit(model, config: dict, train: tuple, valid: tuple | None = None, checkpoin
                 record.update({f"{name}_{k}": v for k, v in score(model, *split, device).items()})
         record["train_s"] = state["train_s"]
         state["history"].append(record)
-        quality = record.get("valid_accuracy", record["train_accuracy"]), -record.get("valid_loss", record["train_loss"])
+        quality = (record.get("valid_accuracy", record["train_accuracy"]),
+                   -record.get("valid_loss", record["train_loss"]))
         if state["best"] is None or quality > tuple(state["best"]):
             state.update(best=quality, best_epoch=epoch + 1, best_state=_state(model))
         state["epoch"] = epoch + 1
@@ -359,13 +361,12 @@ def train(
     callbacks=(),  # called with each epoch's record
 ) -> dict:
     "Train on a dataset version, record the run in the store, and return its summary."
-    from fullstack_ml.datasets import load
-
     engine, store = engine or connect(), store or open_files()
     threads = set_threads()
     if resume:
         run = get_run(engine, resume)
-        run_id, config, dataset, checkpoint = resume, run["config"], run["dataset_version"], _load_checkpoint(store, resume)
+        run_id, config, dataset = resume, run["config"], run["dataset_version"]
+        checkpoint = _load_checkpoint(store, resume)
     else:
         run_id, config, checkpoint = new_id("train"), config or make_config(), None
     data = load(dataset, engine, store, Preprocessing.from_config(config["preprocessing"]))

@@ -8,10 +8,11 @@ import torch
 from conftest import fsml
 
 from fullstack_ml.annotate import enqueue, ensure_project
-from fullstack_ml.labels import import_labels, import_weak_labels
 from fullstack_ml.datasets import (
-    add_digit_items, diff, export_parquet, latest_version, load, read_manifest, snapshot, validate,
+    add_digit_items, diff, export_parquet, latest_version, read_manifest, snapshot, validate,
 )
+from fullstack_ml.labels import import_labels, import_weak_labels
+from fullstack_ml.loader import load
 from fullstack_ml.project import LABELS, Preprocessing
 from fullstack_ml.store import annotations, connect, items, now, open_files
 
@@ -143,3 +144,20 @@ def test_export_to_parquet_keeps_the_manifest_and_image_bytes(fsml_home, tmp_pat
     frame = pd.read_parquet(tmp_path / "out.parquet")
     assert {"item_id", "label", "split", "image"} <= set(frame.columns)
     assert frame.image.map(lambda b: b[:4] == b"\x89PNG").all()
+
+
+def test_feedback_only_items_stay_out_of_a_new_version(fsml_home):
+    "Demo feedback is a hint, not a vote: 50 of them do not outvote one person, nor put an item in a version."
+    engine, store = connect(), open_files()
+    ids = labelled_items(engine, store, range(30))
+    hinted, labelled = ids[:2]
+    with engine.begin() as conn:
+        conn.execute(annotations.insert(), [
+            {"project": "digits", "item_id": item_id, "annotator": f"visitor-{k}", "kind": "feedback", "label": "8",
+             "created_at": now()} for item_id in (hinted, labelled) for k in range(50)])
+        conn.execute(annotations.insert().values(project="digits", item_id=labelled, annotator="ann", kind="label",
+                                                 label="3", created_at=now()))
+    manifest = read_manifest(snapshot(engine, store, allow_unlabeled=True), engine, store).set_index("item_id")
+    assert hinted not in manifest.index  # only visitors (and the caption) labelled it: in no split
+    assert manifest.loc[labelled, "label"] == "3"  # one annotator against fifty visitors
+    assert len(manifest) == len(ids) - 1  # the other items keep their weak labels

@@ -90,7 +90,7 @@ def test_concurrent_publisher_processes_on_postgresql_get_distinct_verifiable_ve
         assert worker.exitcode == 0, "a publisher failed: see its traceback above"
     assert sorted(r["version"] for r in rows) == list(range(1, processes * per_process + 1))
     assert len({r["path"] for r in rows}) == len(rows)  # no two publishers shared a folder
-    assert sorted(r["run_id"] for r in rows) == sorted(sum(run_ids, []))
+    assert sorted(r["run_id"] for r in rows) == sorted(run_id for ids in run_ids for run_id in ids)
     for row in rows:  # each version's files are its own run's, whole: every checksum holds
         manifest = verify(f"digits@{row['version']}", engine, store)
         assert manifest["run_id"] == row["run_id"]

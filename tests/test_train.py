@@ -11,8 +11,8 @@ from conftest import fsml
 from safetensors.torch import load as load_safetensors
 
 from fullstack_ml.annotate import enqueue, ensure_project
-from fullstack_ml.labels import import_weak_labels
 from fullstack_ml.datasets import add_digit_items, snapshot
+from fullstack_ml.labels import import_weak_labels
 from fullstack_ml.model import build_model
 from fullstack_ml.project import LABELS
 from fullstack_ml.registry import load_run
