@@ -171,7 +171,7 @@ def test_fsml_eval_accepts_a_registry_reference_and_compares(trained_store):
     result = m.compare_evaluations(connect(), by_run["evaluation"], by_ref["evaluation"], rounds=100)
     for model in (run_id, "digits@1"):  # one loaded-model type, whichever way the model is named
         loaded = ev.load_model(model)
-        assert isinstance(loaded, registry.LoadedModel) and ev.model_name(loaded) == model
+        assert isinstance(loaded, registry.LoadedModel) and loaded.ref == model
     assert result["right_to_wrong"] == [] and result["wrong_to_right"] == []  # the same weights
     assert result["mcnemar"]["exact_p"] == 1.0
 
