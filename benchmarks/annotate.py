@@ -82,7 +82,7 @@ def paint_latency(n_items: int) -> dict:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/?annotator=bench")
+            page.goto(f"http://127.0.0.1:{port}/")  # no users yet: the local admin labels
             page.wait_for_selector(".fsml-annotate[data-item]:not([data-item=''])", timeout=120_000)
             page.evaluate("window.__fsmlPaints = []")
             started = time.time()

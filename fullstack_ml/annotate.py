@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .auth import User, require
 from fullstack_ml.store import (
     annotations, dialect_insert, insert_new, is_postgres, items, leases, now, projects, tasks, write_transaction,
 )
@@ -79,6 +80,14 @@ def get_project(engine: Engine, name: str) -> dict:
                              "`fsml pipeline --stages collect,annotate`")
         _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
     return dict(_projects[key])
+
+# %% ../nbs/03_annotate.ipynb #f9610747
+def _person(who: User | str, action: str = "annotate") -> str:
+    "The name to record for `who`: a signed-in `User` must be allowed `action`; a plain name is a trusted script's."
+    if isinstance(who, User):
+        require(who, action)  # PermissionError: an annotator cannot review, a demo visitor cannot label
+        return who.name
+    return str(who)
 
 # %% ../nbs/03_annotate.ipynb #ca7363b0
 _project, _annotator, _at, _item = (sa.bindparam(n) for n in ("p_project", "p_annotator", "p_at", "p_item"))
@@ -303,6 +312,7 @@ def claim(
     explore: float = 0.1,  # share of claims that ignore priority (keeps the labelled set representative)
 ) -> list:
     "Lease up to `n` items to `annotator`: their live leases first, then the queue's best; return the ids."
+    annotator = _person(annotator)
     with _queue_transaction(engine) as conn:
         return _claim(conn, engine, project, annotator, n, lease_s, explore)
 
@@ -393,12 +403,13 @@ def submit(
     engine: Engine,
     project: str,
     item_id: str,
-    annotator: str,
+    annotator: User | str,  # who labels: a signed-in `User` (checked) or a name from a trusted script
     label: str,  # one of the project's labels
     seconds: float | None = None,  # how long the item was on screen
     meta: dict | None = None,  # anything else worth keeping with the label
 ) -> int:
     "Record `annotator`'s label for an item and drop their lease; return the annotation's id."
+    annotator = _person(annotator)
     label = _check_label(engine, project, label)
     with _queue_transaction(engine) as conn:
         return _submit(conn, engine, project, item_id, annotator, label, seconds, meta)
@@ -408,6 +419,7 @@ def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str,
                      seconds: float | None = None, n: int = 1, lease_s: float = LEASE_S,
                      explore: float = 0.1) -> tuple:
     "Submit a label and top the annotator's leases back up to `n`, in one transaction: (annotation id, held ids)."
+    annotator = _person(annotator)
     label = _check_label(engine, project, label)
     with _queue_transaction(engine) as conn:
         annotation_id = _submit(conn, engine, project, item_id, annotator, label, seconds, None)
@@ -464,7 +476,7 @@ def undo(
                                                             "created_at": at})
         return last.item_id
 
-# %% ../nbs/03_annotate.ipynb #80efabcd
+# %% ../nbs/03_annotate.ipynb #c2df12d5
 def queue_counts(engine: Engine, project: str = "digits") -> dict:
     "Open work in a project's queue: `remaining` (items waiting for labels) and `in_progress` (leased now)."
     with engine.connect() as conn:

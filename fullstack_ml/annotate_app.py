@@ -23,6 +23,7 @@ from fullstack_ml.annotate import (
     HUMAN_KINDS, LEASE_S, LeaseLost, claim, get_project, heartbeat, queue_counts, skip, submit_and_claim, undo,
 )
 from .apps import asset_path
+from .auth import User, app_user, can
 from .images import MIME_TYPES
 from fullstack_ml.labels import (
     ReviewConflict, current_labels, export_labels, import_labels, review, review_queue, status,
@@ -62,9 +63,11 @@ def item_payloads(engine: Engine, store, item_ids: list) -> tuple:
 class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
-    def __init__(self, engine: Engine, store, project: str, annotator: str, send, prefetch: int = 3,
+    def __init__(self, engine: Engine, store, project: str, user: User | str, send, prefetch: int = 3,
                  lease_s: float = LEASE_S):
-        self.engine, self.store, self.project, self.annotator = engine, store, project, annotator
+        self.engine, self.store, self.project = engine, store, project
+        self.user = user  # the signed-in `User` (each label is checked against its role), or a trusted name
+        self.annotator = user.name if isinstance(user, User) else str(user)
         self.send = send  # callable(dict): a message to the page
         self.prefetch, self.lease_s = prefetch, lease_s
         self.sent = set()  # item ids the page has (on screen or prefetched)
@@ -72,7 +75,7 @@ class AnnotationSession:
     def top_up(self, held: list | None = None) -> None:
         "Claim up to 1 + prefetch items (unless just `held`) and send the page those it does not have yet."
         if held is None:
-            held = claim(self.engine, self.project, self.annotator, 1 + self.prefetch, self.lease_s)
+            held = claim(self.engine, self.project, self.user, 1 + self.prefetch, self.lease_s)
         new = [i for i in held if i not in self.sent]
         payloads, broken = item_payloads(self.engine, self.store, new)
         for item_id in broken:  # recorded as a skip, with the reason, so this annotator is not served it again
@@ -90,7 +93,7 @@ class AnnotationSession:
         elif kind == "label":  # the common case: record it and claim the next item in one transaction
             self.sent.discard(item_id)
             try:
-                _, held = submit_and_claim(self.engine, self.project, item_id, self.annotator, message["label"],
+                _, held = submit_and_claim(self.engine, self.project, item_id, self.user, message["label"],
                                            message.get("seconds"), 1 + self.prefetch, self.lease_s)
                 return self.top_up(held)
             except LeaseLost as error:
@@ -141,7 +144,7 @@ class ReviewSession(AnnotationSession):
         elif kind == "label":
             self.sent.discard(item_id)
             try:
-                review(self.engine, self.project, item_id, self.annotator, message["label"])
+                review(self.engine, self.project, item_id, self.user, message["label"])
             except ReviewConflict as error:  # two reviewers on one item: the first decision stands
                 self.send({"type": "notice", "text": str(error)})
         elif kind == "skip":
@@ -176,30 +179,42 @@ def _widget_class():
     return AnnotationWidget
 
 # %% ../nbs/03b_annotate_app.ipynb #81403252
-def labelling_widget(project: str, annotator: str, engine: Engine | None = None, store=None, prefetch: int = 3,
+def labelling_widget(project: str, user: User | str, engine: Engine | None = None, store=None, prefetch: int = 3,
                      show_hint: bool = False, lease_s: float = LEASE_S, review: bool = False):
-    "The labelling page for one annotator (or, with `review`, a reviewer), wired to its session."
+    "The labelling page for one signed-in annotator (or, with `review`, a reviewer), wired to its session."
     engine = engine or connect()
     store = store or open_files()
     labels = get_project(engine, project)["labels"]
+    annotator = user.name if isinstance(user, User) else str(user)
     widget = _widget_class()(project=project, annotator=annotator, labels=labels, hotkeys=hotkeys(labels),
                              show_hint=show_hint or review, heartbeat_ms=int(min(30, lease_s / 3) * 1000))
     session_class = ReviewSession if review else AnnotationSession
-    widget.session = session_class(engine, store, project, annotator, widget.send, prefetch, lease_s)
+    widget.session = session_class(engine, store, project, user, widget.send, prefetch, lease_s)
     widget.on_msg(lambda _widget, content, buffers: widget.session.handle(content))
     return widget
 
 
-def _annotator_from_query(query: str | None = None) -> str | None:
-    "The annotator named in the page's query string (`?annotator=NAME`); Voila puts it in QUERY_STRING."
-    values = parse_qs(query if query is not None else os.environ.get("QUERY_STRING", "")).get("annotator")
-    return values[0].strip()[:128] if values and values[0].strip() else None
+def _refusal(user: User, review: bool, asked_name: str | None) -> str | None:
+    "Why `user` may not use this page as asked (as plain text), or None."
+    if asked_name and asked_name != user.name:  # a URL cannot make anyone someone else
+        return f"You are signed in as {user.name}; this page cannot label as {asked_name}. Open it without annotator=."
+    action = "review" if review else "annotate"
+    if not can(user, action):
+        return f"{user.name} ({user.role}) may not {action} here; ask an admin for a credential that may."
+    return None
 
 # %% ../nbs/03b_annotate_app.ipynb #6ee92290
-def annotation_app(project: str | None = None, annotator: str | None = None, prefetch: int = 3,
+def _message(title: str, text: str):
+    "A short page: a bold title and a sentence, both escaped (they may come from a URL or an error)."
+    import ipywidgets as widgets
+
+    return widgets.HTML(f"<p><b>{html.escape(title)}</b> {html.escape(text)}</p>")
+
+
+def annotation_app(project: str | None = None, user: User | None = None, prefetch: int = 3,
                    show_hint: bool = False, db_url: str | None = None, store_url: str | None = None,
                    review: bool | None = None):
-    "The annotation app as one widget: a login field (unless `annotator` or ?annotator= names the person)."
+    "The annotation app as one widget, for the signed-in `user` (default: who this page's credential says)."
     import ipywidgets as widgets
 
     query = parse_qs(os.environ.get("QUERY_STRING", ""))
@@ -208,23 +223,17 @@ def annotation_app(project: str | None = None, annotator: str | None = None, pre
     engine, store = connect(db_url), open_files(store_url)
     app = widgets.VBox(layout=widgets.Layout(padding="8px"))
     try:
+        user = user or app_user()
         get_project(engine, project)
-    except ValueError as error:  # say what to do on the page, not in a traceback
-        app.children = [widgets.HTML(f"<p><b>Nothing to label yet.</b> {html.escape(str(error))}</p>")]
+    except (PermissionError, ValueError) as error:  # say what to do on the page, not in a traceback
+        app.children = [_message("Nothing to label yet." if isinstance(error, ValueError) else "Not signed in.",
+                                 str(error))]
         return app
-
-    def start(name: str) -> None:
-        app.children = [labelling_widget(project, name, engine, store, prefetch, show_hint, review=review)]
-
-    annotator = annotator or _annotator_from_query()
-    if annotator:
-        start(annotator)
+    refusal = _refusal(user, review, ((query.get("annotator") or [""])[0].strip() or None))
+    if refusal:
+        app.children = [_message("Not allowed.", refusal)]
         return app
-    name = widgets.Text(placeholder="your name", description="Annotator")
-    go = widgets.Button(description="Start labelling", button_style="primary")
-    go.on_click(lambda _: start(name.value.strip()[:128]) if name.value.strip() else None)
-    name.on_submit(lambda _: start(name.value.strip()[:128]) if name.value.strip() else None)
-    app.children = [widgets.HTML(f"<h3>{'Review' if review else 'Label'} {html.escape(project)}</h3>"), widgets.HBox([name, go])]
+    app.children = [labelling_widget(project, user, engine, store, prefetch, show_hint, review=review)]
     return app
 
 # %% ../nbs/03b_annotate_app.ipynb #16ed0cf7
@@ -240,11 +249,11 @@ def annotate_cli():
 @click.option("--project", default="digits", show_default=True)
 @click.option("--cull-idle", default=900, show_default=True, help="seconds before an idle annotator's kernel stops")
 def app_command(port, host, project, cull_idle):
-    "Serve the annotation app with Voila and print its URL; ?annotator=NAME skips the login."
+    "Serve the annotation app with Voila and print its URL; each person signs in with their own token."
     from fullstack_ml.apps import serve_app
 
     get_project(connect(get_settings().db_url), project)  # fail now, clearly, if the project does not exist
-    serve_app("annotate", port, host, cull_idle, query="annotator=NAME", env={"FSML_ANNOTATE_PROJECT": project})
+    serve_app("annotate", port, host, cull_idle, env={"FSML_ANNOTATE_PROJECT": project})
 
 # %% ../nbs/03b_annotate_app.ipynb #e1ec5f7f
 @annotate_cli.command("status")

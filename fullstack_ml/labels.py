@@ -21,9 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from fullstack_ml.annotate import (
-    HUMAN_KINDS, _check_label, _chunks, _human_counts, _not_undone, _queue_transaction, _unknown_items, enqueue,
-    ensure_project, get_project, queue_counts,
+    HUMAN_KINDS, _check_label, _chunks, _human_counts, _not_undone, _person, _queue_transaction, _unknown_items,
+    enqueue, ensure_project, get_project, queue_counts,
 )
+from .auth import User
 from .store import annotations, connect, is_postgres, items, now, tasks
 
 # %% ../nbs/03a_labels.ipynb #3062bf8d
@@ -210,10 +211,13 @@ class ReviewConflict(ValueError):
 
 
 def review(
-    engine: Engine, project: str, item_id: str, reviewer: str, label: str,
+    engine: Engine, project: str, item_id: str,
+    reviewer: User | str,  # a signed-in `User` needs the `review` permission; a plain name is a trusted script's
+    label: str,
     overrule: bool = False,  # replace another reviewer's standing decision instead of refusing
 ) -> int:
     "Record a reviewer's final decision on an item (it overrides the majority); return the annotation id."
+    reviewer = _person(reviewer, "review")
     label = _check_label(engine, project, label)
     with _queue_transaction(engine) as conn:
         lock = sa.select(items.c.id).where(items.c.id == item_id)  # one reviewer at a time per item

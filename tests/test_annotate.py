@@ -1,4 +1,5 @@
-"""The annotation queue under real concurrency: 16 processes on SQLite and on PostgreSQL, and a SIGKILLed one."""
+"""The annotation queue under real concurrency: 16 processes on SQLite and on PostgreSQL, and a SIGKILLed one;
+who may label or review is the credential's role."""
 import json
 import multiprocessing
 import os
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from conftest import fsml
 
 from fullstack_ml import store
-from fullstack_ml.annotate import claim, enqueue, ensure_project, submit
+from fullstack_ml.annotate import Priority, claim, enqueue, ensure_project, submit
 from fullstack_ml.project import LABELS
 from fullstack_ml.store import annotations, connect, items, now, sha256_hex, tasks
 
@@ -187,7 +188,7 @@ def enqueue_at_once(db_url: str, ids: list, barrier) -> None:
     forget_engines()
     engine = connect(db_url)
     barrier.wait(30)
-    enqueue(engine, "digits", ids, priority=80, reason="feedback from the demo")
+    enqueue(engine, "digits", ids, priority=Priority.FEEDBACK, reason="feedback from the demo")
 
 
 def test_concurrent_enqueues_of_the_same_new_items_all_succeed(db_url):
@@ -207,7 +208,7 @@ def test_concurrent_enqueues_of_the_same_new_items_all_succeed(db_url):
     assert [p.exitcode for p in procs] == [0] * 8  # a duplicate-key race would crash some of them
     with connect(db_url).connect() as conn:
         queued = conn.execute(sa.select(tasks.c.item_id, tasks.c.priority).where(tasks.c.project == "digits")).all()
-    assert sorted(queued) == sorted((i, 80) for i in new)
+    assert sorted(queued) == sorted((i, Priority.FEEDBACK) for i in new)
 
 
 def review_at_once(db_url: str, item_id: str, reviewer: str, label: str, barrier, results) -> None:
@@ -250,3 +251,22 @@ def test_two_reviewers_at_once_one_decision_stands(db_url):
                for who, outcome in outcomes.items() if who != winners[0])
     table = consensus(connect(db_url), "digits").set_index("item_id")
     assert (table.loc[item, "label"], table.loc[item, "source"]) == (label, "review")
+
+
+def test_a_credential_labels_and_reviews_only_as_its_role_allows(db_url):
+    from fullstack_ml.auth import User
+    from fullstack_ml.labels import annotation_history, review
+
+    [item] = seed(db_url, 1, overlap=1)
+    engine = connect(db_url)
+    ann, lead, visitor = User("ann", "annotator"), User("lead", "reviewer"), User("visitor-1", "demo")
+    with pytest.raises(PermissionError, match="may not annotate"):
+        claim(engine, "digits", visitor)
+    with pytest.raises(PermissionError, match="may not annotate"):
+        submit(engine, "digits", item, visitor, "4")
+    submit(engine, "digits", claim(engine, "digits", ann)[0], ann, "4")
+    with pytest.raises(PermissionError, match="may not review"):
+        review(engine, "digits", item, ann, "9")
+    review(engine, "digits", item, lead, "9")
+    history = annotation_history(engine, "digits")
+    assert history[["annotator", "kind", "label"]].values.tolist() == [["ann", "label", "4"], ["lead", "review", "9"]]

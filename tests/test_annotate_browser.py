@@ -1,4 +1,5 @@
-"""The annotation app in a real browser: Voila + headless Chromium, two annotators labelling by keyboard at once."""
+"""The annotation app in a real browser: Voila + headless Chromium, two annotators labelling by keyboard at once,
+each named by their own token (never by the URL), a reviewer, and query parameters that stay text."""
 import io
 import os
 import random
@@ -12,6 +13,7 @@ from conftest import free_port, stop, wait_for_port
 from PIL import Image, ImageDraw
 
 from fullstack_ml.annotate import enqueue, ensure_project
+from fullstack_ml.auth import add_user
 from fullstack_ml.labels import annotation_history, current_labels
 from fullstack_ml.project import LABELS
 from fullstack_ml.store import connect, items, now, open_files, put_blob
@@ -43,7 +45,7 @@ def start_app(port: int, log_path: Path) -> subprocess.Popen:
         proc = subprocess.Popen([str(exe), "annotate", "app", "--port", str(port)], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
     wait_for_port(port, timeout=60, proc=proc)
-    assert f"http://127.0.0.1:{port}/?annotator=NAME" in log_path.read_text()  # it prints its URL
+    assert f"http://127.0.0.1:{port}/" in log_path.read_text()  # it prints its URL
     return proc
 
 
@@ -75,6 +77,7 @@ def wait_for_labels(annotators: list, expected: int, timeout: float = 30) -> dic
 @pytest.mark.slow
 def test_two_annotators_label_by_keyboard(fsml_home, browser, artifacts_dir):
     make_digit_items(30)
+    tokens = {name: add_user(connect(), name, "annotator") for name in ("alice", "bob")}
     port = free_port()
     proc = start_app(port, fsml_home.parent / "voila.log")
     contexts = []
@@ -83,7 +86,10 @@ def test_two_annotators_label_by_keyboard(fsml_home, browser, artifacts_dir):
         for name in ("alice", "bob"):
             contexts.append(browser.new_context(viewport={"width": 900, "height": 760}))
             pages[name] = contexts[-1].new_page()
-            pages[name].goto(f"http://127.0.0.1:{port}/?annotator={name}")
+            pages[name].goto(f"http://127.0.0.1:{port}/?token={tokens[name]}")  # each signs in with their own
+        for name, page in pages.items():
+            shown_item(page)
+            assert page.text_content(".fsml-who") == f"{name} · digits"  # the page says who they are
         pressed = {"alice": {}, "bob": {}}
         rng = random.Random(0)
         for _ in range(6):  # interleaved: both are labelling at the same time
@@ -150,7 +156,7 @@ def test_idle_kernels_are_culled(fsml_home):
                                 stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
     try:
         wait_for_port(port, timeout=60, proc=proc)
-        assert requests.get(f"http://127.0.0.1:{port}/?annotator=idle", timeout=60).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=60).status_code == 200
         deadline = time.time() + 30
         while "Culling 'idle' kernel" not in log_path.read_text() and time.time() < deadline:
             time.sleep(0.5)
@@ -170,12 +176,13 @@ def test_reviewer_settles_a_dispute_by_keyboard(fsml_home, browser):
     enqueue(engine, "digits", [item_id], overlap=2)
     for person, label in (("ann", "1"), ("ben", "7")):
         submit(engine, "digits", claim(engine, "digits", person)[0], person, label)
+    lead = add_user(engine, "lead", "reviewer")
     port = free_port()
     proc = start_app(port, fsml_home.parent / "voila.log")
     context = browser.new_context()
     try:
         page = context.new_page()
-        page.goto(f"http://127.0.0.1:{port}/?annotator=lead&review=1")
+        page.goto(f"http://127.0.0.1:{port}/?token={lead}&review=1")
         assert shown_item(page) == item_id
         assert page.text_content(".fsml-hint") == "votes: ann 1, ben 7"  # the reviewer sees who said what
         page.keyboard.press("7")
@@ -184,6 +191,50 @@ def test_reviewer_settles_a_dispute_by_keyboard(fsml_home, browser):
         while (table := consensus(connect(), "digits")).source.tolist() != ["review"] and time.time() < deadline:
             time.sleep(0.2)
         assert table[["item_id", "label", "source"]].values.tolist() == [[item_id, "7", "review"]]
+    finally:
+        context.close()
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_an_annotator_credential_cannot_label_as_another_nor_review(fsml_home, browser):
+    make_digit_items(2)
+    ann = add_user(connect(), "ann", "annotator")
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/?token={ann}&annotator=lead")  # the URL names someone else
+        page.wait_for_selector("text=cannot label as lead", timeout=60_000)
+        assert page.query_selector(".fsml-annotate") is None
+        page.goto(f"http://127.0.0.1:{port}/?review=1")  # the cookie says ann; ann may not review
+        page.wait_for_selector("text=may not review", timeout=60_000)
+        assert page.query_selector(".fsml-annotate") is None
+        page.goto(f"http://127.0.0.1:{port}/?annotator=ann")  # naming yourself is fine
+        shown_item(page)
+        assert page.text_content(".fsml-who") == "ann · digits"
+    finally:
+        context.close()
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_html_in_query_parameters_renders_as_text(fsml_home, browser):
+    from urllib.parse import quote
+
+    make_digit_items(1)
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context()
+    attack = '<img src=x onerror="window.__xss = 1"><b id="injected">bold</b>'
+    try:
+        page = context.new_page()
+        for parameter in ("project", "annotator"):
+            page.goto(f"http://127.0.0.1:{port}/?{parameter}={quote(attack)}")
+            page.wait_for_selector('text=<b id="injected">bold</b>', timeout=60_000)  # shown as the text it is
+            assert page.query_selector("#injected") is None and page.query_selector("img[src=x]") is None
+            assert page.evaluate("() => window.__xss") is None
     finally:
         context.close()
         stop(proc)
