@@ -6,7 +6,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/demo.html.md"""
 
 # %% auto #0
 __all__ = ['FEEDBACK_ANNOTATOR', 'HASH_SIDE', 'PREVIEW_SIDE', 'ApiError', 'explain_status', 'predict_remote', 'VisitorLimits',
-           'RateLimited', 'take_turn', 'describe_image', 'record_feedback', 'asset_path', 'DigitCanvas', 'scores_chart',
+           'RateLimited', 'take_turn', 'describe_image', 'record_feedback', 'DigitCanvas', 'scores_chart',
            'answer_html', 'message_html', 'preview_png', 'correction_row', 'DemoPage', 'page_widgets', 'demo_app',
            'ask', 'reset', 'uploaded', 'correct', 'DemoGroup', 'demo_cli', 'app_command']
 
@@ -15,7 +15,6 @@ import html
 import io
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import anywidget
 import click
@@ -26,9 +25,9 @@ import sqlalchemy as sa
 import traitlets
 
 from .annotate import Priority, enqueue, ensure_project, get_project
+from .apps import asset_path
 from .auth import User, app_user, can
 from .images import BadImage, check_image, decode_image
-from .pipeline import notebooks_dir
 from .settings import get_settings
 from fullstack_ml.store import (
     annotations, connect, dialect_insert, insert_new, items, now, open_files, put_blob, rate_counts,
@@ -199,14 +198,6 @@ def record_feedback(
     return {"item_id": item_id, "annotation_id": result.inserted_primary_key[0], "label": str(label), "queued": queued}
 
 # %% ../nbs/08_demo.ipynb #dfdcb072
-def asset_path(name: str) -> Path:
-    "A file of `nbs/assets/` (JavaScript and HTML of the demos), installed or in a checkout."
-    path = notebooks_dir() / "assets" / name
-    if not path.exists():
-        raise FileNotFoundError(f"the demo asset {path} is missing: reinstall fullstack-ml")
-    return path
-
-
 class DigitCanvas(anywidget.AnyWidget):
     "A canvas to draw a digit on; calls the `on_image` callbacks with PNG bytes, `on_clear` ones when wiped."
 
@@ -439,7 +430,7 @@ def demo_cli():
 
 @demo_cli.command("app")
 @click.option("--port", default=8868, show_default=True, help="port to listen on")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address (beyond loopback needs FSML_TOKEN)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address (beyond loopback needs credentials)")
 @click.option("--cull-idle", default=900, show_default=True, help="seconds before an idle visitor's kernel stops")
 def app_command(port, host, cull_idle):
     "Serve the demo page with Voila and print its URL; it asks the API at FSML_API_URL."

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 
+from .apps import asset_path
 from .cli import emit
-from .demo import asset_path
 from .settings import get_settings
 from .store import sha256_hex
 

@@ -1,9 +1,12 @@
 """The demo page in headless Chromium, against real processes: `fsml serve api`, `fsml serve worker` and
-`fsml demo app` (Voila) on free loopback ports, all with FSML_TOKEN set, and a small model trained for the test and
-promoted to production.
+`fsml demo app` (Voila) on free loopback ports, with FSML_TOKEN set (the page's kernel uses it for the API), and a
+small model trained for the test and promoted to production. The visitor opens the page with no credential: the
+app server names them (`visitor-…`, role demo) in a cookie, so a reload is the same visitor.
 Draw -> a prediction naming the model version; upload a digit -> the right label; a correction -> a feedback
-label in `fsml annotate export` and a demo item in `fsml items`; the API stopped -> a plain-words error, drawing
-kept, and "Try again" answers once it is back. Screenshots go to test-artifacts/."""
+label by that visitor in `fsml annotate export` and a demo item in `fsml items`; an image bomb uploaded -> a plain
+refusal and nothing stored; a reload -> the same visitor, whose next correction is theirs again; the API stopped ->
+a plain-words error, drawing kept, and "Try again" answers once it is back. Screenshots go to test-artifacts/."""
+import io
 import json
 import os
 import subprocess
@@ -39,10 +42,25 @@ def ink_on_canvas(page) -> int:
         for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++; return n; }""")
 
 
+def exported_feedback() -> list:
+    "(annotator, label, item) of every feedback annotation, as `fsml annotate export` lists them."
+    exported = [json.loads(line) for line in fsml("annotate", "export", "--json").stdout.splitlines()]
+    return [(row["annotator"], row["label"], row["item"]) for row in exported if row["kind"] == "feedback"]
+
+
+def image_bomb() -> bytes:
+    "The 65536x256 PNG of the security review: a few KB on the wire."
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (65536, 256), 1).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, browser, artifacts_dir, tmp_path):
     model = publish_quick_model()
     api_port, voila_port = free_port(), free_port()
-    # with FSML_TOKEN set, Voila wants it in the URL and the page sends it to the API as a bearer token
+    # FSML_TOKEN: the API wants it, the page's kernel sends it; the visitor's browser never sees it
     env = {**os.environ, "FSML_API_URL": f"http://127.0.0.1:{api_port}", "FSML_TOKEN": "demo-test-token"}
     logs = {name: tmp_path / f"{name}.log" for name in ("api", "worker", "app")}
     api = start("serve", "api", "--port", str(api_port), env=env, log=logs["api"])
@@ -53,9 +71,11 @@ def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, bro
         wait_for_port(api_port, timeout=60, proc=api)
         wait_for_port(voila_port, timeout=90, proc=app)
         url = logs["app"].read_text().splitlines()[0].split(": ", 1)[1]  # the command prints its URL first
-        assert url == f"http://127.0.0.1:{voila_port}/?token=demo-test-token"
+        assert url == f"http://127.0.0.1:{voila_port}/"  # no secret in it: a visitor needs none
         page.goto(url, timeout=180_000)
         page.wait_for_selector("canvas.fsml-canvas", timeout=180_000)
+        visitor = page.text_content(".fsml-user").split("You are ", 1)[1].split(" ", 1)[0]
+        assert visitor.startswith("visitor-") and "(demo)" in page.text_content(".fsml-user")
 
         # draw a stroke: the bitmap goes to the API, the answer names the model version that gave it
         draw_stroke(page, 140, 40, 140, 240)
@@ -77,16 +97,37 @@ def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, bro
         page.wait_for_selector(".fsml-label", timeout=60_000)
         assert page.text_content(".fsml-label") == truth
 
-        # "Wrong? Give the right label": the image becomes a demo item with a feedback annotation, queued
+        # "Wrong? Give the right label": the image becomes a demo item with a feedback annotation by this visitor
         page.select_option(".fsml-correct-label select", "9")
         page.click("button.fsml-correct-send")
-        page.wait_for_selector(".fsml-saved", timeout=60_000)
-        exported = [json.loads(line) for line in fsml("annotate", "export", "--json").stdout.splitlines()]
-        feedback = [row for row in exported if row["kind"] == "feedback"]
-        assert [row["label"] for row in feedback] == ["9"]
+        page.wait_for_selector(".fsml-saved", timeout=120_000)
+        feedback = exported_feedback()
+        assert [(who, label) for who, label, _ in feedback] == [(visitor, "9")]
         listed = [json.loads(line) for line in fsml("items", "--json").stdout.splitlines()]
-        item = next(row for row in listed if row["id"] == feedback[0]["item"])
+        item = next(row for row in listed if row["id"] == feedback[0][2])
         assert item["source_url"].startswith("demo:") and (item["width"], item["height"]) == (64, 64)
+
+        # an image bomb: refused on the page in plain words, nothing stored
+        bomb = tmp_path / "bomb.png"
+        bomb.write_bytes(image_bomb())
+        with page.expect_file_chooser() as chooser:
+            page.click(".fsml-upload")
+        chooser.value.set_files(str(bomb))
+        page.wait_for_selector(".fsml-error", timeout=60_000)
+        assert "cannot be used" in page.text_content(".fsml-error") and "65536x256" in page.text_content(".fsml-error")
+        assert page.locator(".fsml-label").count() == 0
+        assert len(fsml("items", "--json").stdout.splitlines()) == len(listed)
+
+        # a reload is a new kernel but the same visitor (the cookie), whose next correction is theirs again
+        page.reload(timeout=180_000)
+        page.wait_for_selector("canvas.fsml-canvas", timeout=180_000)
+        assert visitor in page.text_content(".fsml-user")
+        draw_stroke(page, 140, 40, 140, 240)
+        page.wait_for_selector(".fsml-model", timeout=60_000)
+        page.select_option(".fsml-correct-label select", "7")
+        page.click("button.fsml-correct-send")
+        page.wait_for_selector(".fsml-saved", timeout=120_000)
+        assert [(who, label) for who, label, _ in exported_feedback()] == [(visitor, "9"), (visitor, "7")]
 
         # the API goes away: the page says so in plain words and keeps the drawing
         stop(api)
@@ -104,6 +145,7 @@ def test_demo_page_predicts_takes_corrections_and_explains_errors(fsml_home, bro
         page.wait_for_selector(".fsml-model", timeout=60_000)
         assert page.locator(".fsml-error").count() == 0 and ink_on_canvas(page) > 500
     except Exception:
+        print("--- page status:", page.text_content(".fsml-status") if page.locator(".fsml-status").count() else None)
         for name, log in logs.items():
             print(f"--- {name} log (tail)\n" + "\n".join(log.read_text().splitlines()[-30:]))
         raise
