@@ -12,7 +12,6 @@ __all__ = ['TEST_VIEWS', 'MODEL_DEFAULTS', 'DigitNet', 'Ensemble', 'model_config
 import json
 
 import numpy as np
-import sqlalchemy as sa
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
@@ -20,7 +19,6 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .project import LABELS, Preprocessing
-from .store import connect, open_files, runs
 
 # %% ../nbs/05a_model.ipynb #c0914049
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -134,20 +132,6 @@ class Predictor:
         config = json.loads(config) if isinstance(config, (str, bytes)) else config
         preprocessing = Preprocessing.from_config(config.get("preprocessing", {}))
         return cls(model_from_files(weights, config), preprocessing, config.get("labels", LABELS), device, config)
-
-    @classmethod
-    def from_run(cls, run_id: str, engine=None, store=None, device: str = "cpu") -> "Predictor":
-        "Load the checkpoint a training run recorded in the store."
-        engine = engine or connect()
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
-        if row is None:
-            raise ValueError(f"no run {run_id!r} in the store; list runs with `fsml train --json` output or the "
-                             "runs table")
-        if not row["checkpoint_path"]:
-            raise ValueError(f"run {run_id!r} has no checkpoint (status {row['status']!r}); train it to the end")
-        store = store or open_files()
-        return cls.from_files(store.read(row["checkpoint_path"]), row["config"], device)
 
     @torch.inference_mode()
     def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
