@@ -56,8 +56,12 @@ def start_whoami(tmp_path: Path, app: str) -> tuple[subprocess.Popen, str]:
 
 
 def command_lines(proc: subprocess.Popen) -> str:
-    "The command lines of a server's process group (its kernels included), as `ps` shows them to anyone."
-    return subprocess.run(["ps", "-ww", "-o", "args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+    "Every process's command line, as `ps` shows them to anyone on the machine (the server's own included)."
+    def ps(*args):
+        return subprocess.run(["ps", "-ww", "-o", "args=", *args], capture_output=True, text=True, check=False).stdout
+
+    assert "run_voila" in ps("-p", str(proc.pid))  # the server is among them
+    return ps("-e")
 
 
 async def send_to_kernel(url: str, kernel_id: str, cookie: str, code: str) -> list[str]:
@@ -110,7 +114,8 @@ def test_annotator_is_named_from_the_token_then_the_cookie_and_revocation_ends_i
         assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and token.split("_")[2] not in cookie["value"]
         page.goto(url)  # no token: the cookie says who
         assert who(page) == "ann annotator"
-        assert OWNER_TOKEN not in command_lines(proc) and token not in (tmp_path / "voila.log").read_text()
+        shown = command_lines(proc)
+        assert OWNER_TOKEN not in shown and token not in shown and token not in (tmp_path / "voila.log").read_text()
 
         refused = requests.get(f"{url}?token={demo_token}", timeout=60)
         assert refused.status_code == 403 and "dee (role demo) may not open the annotate app" in refused.text
@@ -177,7 +182,8 @@ def test_a_demo_credential_cannot_open_the_annotation_or_eval_app(fsml_home, tmp
             session = requests.Session()
             with session.get(f"{url}?token={admin_token}", timeout=120, stream=True) as opened:
                 assert opened.status_code == 200 and session.cookies  # an admin gets in, with a session cookie
-            assert OWNER_TOKEN not in command_lines(proc)
+            shown = command_lines(proc)
+            assert OWNER_TOKEN not in shown and demo_token not in shown and admin_token not in shown
         finally:
             stop(proc)
         log = (tmp_path / f"{app}.log").read_text()
