@@ -43,3 +43,16 @@ def test_fsml_token_is_the_owner_and_wrong_tokens_fail(fsml_home, monkeypatch):
 def test_mask_url_hides_passwords():
     assert mask_url("postgresql://fsml:pa55@db:5432/fsml") == "postgresql://fsml:***@db:5432/fsml"
     assert "pa55" not in mask_url("redis://:pa55@localhost:6379/0")
+
+
+def test_users_on_postgresql(postgres_db):
+    from fullstack_ml.auth import add_user, list_users, revoke_user, session_id, session_user
+
+    engine = connect(postgres_db)
+    token = add_user(engine, "ann", "annotator")
+    assert authenticate(engine, token) == User("ann", "annotator")
+    assert session_user(engine, session_id(token)) == User("ann", "annotator")
+    revoke_user(engine, "ann")
+    assert authenticate(engine, token) is None and session_user(engine, session_id(token)) is None
+    again = add_user(engine, "ann", "reviewer")  # a revoked name gets a new secret in place
+    assert authenticate(engine, again) == User("ann", "reviewer") and len(list_users(engine)) == 1
