@@ -23,11 +23,11 @@ def main():
         os.environ["FSML_HOME"] = home
         for key in ("FSML_DB_URL", "FSML_STORE_URL"):
             os.environ.pop(key, None)
-        from fullstack_ml.labels import run_annotate
         from fullstack_ml.collect import run_collect
-        from fullstack_ml.gallery import demo_truth
         from fullstack_ml.datasets import read_manifest, snapshot
         from fullstack_ml.eval import dataset_label_issues, image_features
+        from fullstack_ml.gallery import demo_truth
+        from fullstack_ml.labels import run_annotate
         from fullstack_ml.project import LABELS
         from fullstack_ml.store import connect, open_files
 

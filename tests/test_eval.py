@@ -110,8 +110,8 @@ def trained_store(fsml_home):
     from sklearn.datasets import load_digits
 
     from fullstack_ml.annotate import enqueue, ensure_project
-    from fullstack_ml.labels import import_weak_labels
     from fullstack_ml.datasets import add_digit_items, snapshot
+    from fullstack_ml.labels import import_weak_labels
     from fullstack_ml.store import connect, open_files
     from fullstack_ml.train import make_config, train
 
