@@ -33,7 +33,8 @@ from .near_duplicates import HASH_SIDE, NEAR_DUPLICATE_SIMILARITY, NearDuplicate
 from .store import (connect, fetches, insert_new, item_sources, items, now, open_files, put_blob,
                                 sha256_hex, upsert, write_transaction)
 from .web import (NO_AI, REDIRECT_STATUSES, RETRY_STATUSES, ROBOTS_AGENT, USER_AGENT, HostGate, Refused,
-                              host_of, normalize_url, parse_page, read_body, retry_after_seconds, robots_from_response)
+                              conditional_headers, fetch_robots, host_of, normalize_url, parse_page, read_body,
+                              retry_after_seconds)
 
 # %% ../nbs/02_collect.ipynb #d500b2f7
 def parse_weak_label(caption: str | None, labels: list, synonyms: dict | None = None) -> str | None:
@@ -150,20 +151,8 @@ def _rules_for(crawler: Crawler, host: str) -> Protego:
         if host not in crawler.robots:
             gate = crawler.gates[host] = HostGate(crawler.limits.delay, crawler.limits.per_host)
             scheme = next((urlsplit(u).scheme for u in crawler.start_urls if host_of(u) == host), "http")
-            try:
-                with gate.request():
-                    response = crawler.session.get(f"{scheme}://{host}/robots.txt", timeout=crawler.limits.timeout,
-                                                   stream=True)
-                status, body = response.status_code, b""
-                for chunk in response.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) >= 500_000:  # RFC 9309: parse at least the first 500 KiB, and we parse no more
-                        break
-                response.close()
-                text = body[:500_000].decode("utf-8", "replace")
-            except requests.RequestException:
-                status, text = None, ""
-            rules = robots_from_response(status, text)
+            with gate.request():
+                rules = fetch_robots(crawler.session, f"{scheme}://{host}/robots.txt", crawler.limits.timeout)
             gate.delay = max(crawler.limits.delay, float(rules.crawl_delay(ROBOTS_AGENT) or 0))
             crawler.robots[host] = rules
         return crawler.robots[host]
@@ -241,21 +230,13 @@ def fetch(crawler: Crawler, url: str, headers: dict | None = None, image: bool =
     return result
 
 # %% ../nbs/02_collect.ipynb #2305a357
-def _conditional(previous) -> dict:
-    headers = {}
-    if previous is not None and previous.etag:
-        headers["If-None-Match"] = previous.etag
-    if previous is not None and previous.last_modified:
-        headers["If-Modified-Since"] = previous.last_modified
-    return headers
-
-
 def fetch_page(crawler: Crawler, task: dict) -> dict:
     "Fetch and parse one page (from our copy when the server says 304)."
     copy_name = f"pages/{sha256_hex(task['url'].encode())}.html"
     previous = crawler.ledger.fetched.get(task["url"])
     has_copy = previous is not None and previous.outcome == "stored" and crawler.files.exists(copy_name)
-    fetched = fetch(crawler, task["url"], _conditional(previous) if has_copy else {})
+    headers = conditional_headers(previous.etag, previous.last_modified) if has_copy else {}
+    fetched = fetch(crawler, task["url"], headers)
     content_type = (fetched["content_type"] or "text/html").lower()
     if fetched["status"] != 304 and "html" not in content_type:  # a link to an image, a PDF, a zip...
         raise Refused("not html", "rejected", fetched["status"])
@@ -272,7 +253,8 @@ def fetch_image(crawler: Crawler, task: dict) -> dict:
     previous = crawler.ledger.fetched.get(task["url"])
     known = previous is not None and previous.outcome in ("stored", "duplicate") and \
         previous.item_id in crawler.ledger.item_ids
-    fetched = fetch(crawler, task["url"], _conditional(previous) if known else {}, image=True)
+    headers = conditional_headers(previous.etag, previous.last_modified) if known else {}
+    fetched = fetch(crawler, task["url"], headers, image=True)
     if fetched["status"] == 304:
         fetched["item_id"] = previous.item_id
         return fetched

@@ -149,6 +149,7 @@ def peak_decode_mb(data: bytes, max_side_out: int | None = None) -> float:
     import subprocess
     import sys
     import tempfile
+    from pathlib import Path
 
     # VmHWM, the peak resident size of this process image (ru_maxrss would carry the parent's across exec)
     script = ("import sys; from fullstack_ml.images import decode_image\n"
@@ -158,7 +159,7 @@ def peak_decode_mb(data: bytes, max_side_out: int | None = None) -> float:
               "decode_image(data, max_side_out=None if sys.argv[2] == 'None' else int(sys.argv[2]))\n"
               "print(peak() - before)")
     with tempfile.TemporaryDirectory() as folder:
-        open(f"{folder}/data", "wb").write(data)
+        Path(folder, "data").write_bytes(data)
         Image.new("L", (16, 16)).save(f"{folder}/tiny.png")
         out = subprocess.run([sys.executable, "-c", script, f"{folder}/data", str(max_side_out), f"{folder}/tiny.png"],
                              capture_output=True, text=True, check=True)
