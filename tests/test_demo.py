@@ -66,3 +66,62 @@ def test_a_visitor_who_reloads_fifty_times_is_one_visitor_with_five_corrections_
         kept = conn.execute(sa.select(sa.func.count()).select_from(annotations)).scalar()
     assert (kept, refused) == (VisitorLimits().corrections, RELOADS - VisitorLimits().corrections)
     engine.dispose()
+
+
+PEAK_SCRIPT = """
+import json, sys
+from fullstack_ml.demo import record_feedback
+from fullstack_ml.images import BadImage
+from fullstack_ml.store import connect, open_files
+
+
+def peak_mb():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+
+
+engine, store = connect(sys.argv[1]), open_files(sys.argv[2])
+record_feedback(open(sys.argv[3], "rb").read(), "1", engine=engine, store=store)  # warm up: imports, Pillow plugins
+before, codes = peak_mb(), []
+for path in sys.argv[4:]:
+    try:
+        record_feedback(open(path, "rb").read(), "1", annotator="visitor-" + path[-6:-4], engine=engine, store=store)
+        codes.append("stored")
+    except BadImage as error:
+        codes.append(error.code)
+print(json.dumps({"codes": codes, "peak_mb": peak_mb() - before}))
+"""
+
+
+def test_image_bombs_sent_as_corrections_are_refused_in_bounded_memory(tmp_path):
+    "The 65536x256 PNG and its siblings, through record_feedback in a fresh process: refused, peak memory measured."
+    import io
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    def png(width, height, frames=1):
+        buffer = io.BytesIO()
+        if frames == 1:
+            Image.new("1", (width, height), 1).save(buffer, "PNG")
+        else:
+            pictures = [Image.new("L", (width, height), 40 * n) for n in range(frames)]
+            pictures[0].save(buffer, "GIF", save_all=True, append_images=pictures[1:])
+        return buffer.getvalue()
+
+    hostile = {"wide": png(65536, 256), "tall": png(256, 65536), "pixels": png(4100, 4100),
+               "strip": png(4000, 100), "frames": png(64, 64, frames=3)}
+    paths = []
+    for n, (name, data) in enumerate(hostile.items()):
+        paths.append(tmp_path / f"{name}-{n:02d}.png")
+        paths[-1].write_bytes(data)
+    good = tmp_path / "good.png"
+    good.write_bytes(digit_splits()["test"][0][1])
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "files"),
+                           str(good), *map(str, paths)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["codes"] == ["side_too_long", "side_too_long", "too_many_pixels", "aspect_ratio", "too_many_frames"]
+    assert report["peak_mb"] < 20, report  # a header read each; the 65536x256 one would need 17 GB padded square
+    print(f"demo corrections of {len(paths)} image bombs: all refused, peak memory +{report['peak_mb']:.1f} MB")
