@@ -45,7 +45,14 @@ def _decode_all(manifest: pd.DataFrame, store, preprocessing: Preprocessing) -> 
     size = preprocessing.image_size
     if not len(manifest):
         return torch.zeros(0, 1, size, size)
-    return torch.stack([preprocessing(get_blob(store, item_id)) for item_id in manifest.item_id])
+    tensors = []
+    for item_id in manifest.item_id:
+        try:
+            tensors.append(preprocessing(get_blob(store, item_id)))
+        except ValueError as error:  # images.BadImage (a bomb, a truncated file) or an unreadable array
+            raise ValueError(f"item {item_id} cannot be preprocessed: {error}; remove it from the project "
+                             "(or fix its file) and snapshot a new version") from None
+    return torch.stack(tensors)
 
 
 def _cached_images(version: str, manifest: pd.DataFrame, store, preprocessing: Preprocessing,
