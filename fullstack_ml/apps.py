@@ -6,7 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/apps.html.md"""
 
 # %% auto #0
 __all__ = ['APP_ACTIONS', 'app_page', 'asset_path', 'voila_command', 'AppSession', 'app_session', 'refuse', 'AppIdentityProvider',
-           'identify_kernel', 'log_request', 'cookie_secret', 'run_voila', 'app_url', 'serve_app']
+           'KernelOwnerAuthorizer', 'app_server_class', 'identify_kernel', 'log_request', 'cookie_secret', 'run_voila',
+           'app_url', 'serve_app']
 
 # %% ../nbs/core/apps.ipynb #b99c5dcb
 import html
@@ -20,6 +21,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import nbformat
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.authorizer import Authorizer
+from jupyter_server.base.call_context import CallContext
 from jupyter_server.auth.identity import IdentityProvider
 from jupyter_server.auth.identity import User as JupyterUser
 from tornado import web
@@ -146,6 +150,38 @@ class AppIdentityProvider(IdentityProvider):
         user = session_user(connect(), saved["session"])
         return app_session(user, saved["session"]) if user and user.name == saved["name"] else None
 
+# %% ../nbs/core/apps.ipynb #148cb9d3
+class KernelOwnerAuthorizer(Authorizer):
+    "Only the user a kernel was started for may reach it."
+
+    def is_authorized(self, handler: web.RequestHandler, user: JupyterUser, action: str, resource: str) -> bool:
+        kernel_id = getattr(handler, "kernel_id", None) or handler.path_kwargs.get("kernel_id")
+        if resource != "kernels" or not kernel_id:
+            return True
+        return getattr(self.parent, "kernel_owners", {}).get(kernel_id) == user.username
+
+
+def app_server_class():
+    "Voila, remembering whom each page's kernel was started for (`kernel_owners`: kernel id -> user name)."
+    from voila.app import Voila
+
+    class AppServer(Voila):
+        def init_settings(self) -> dict:
+            settings = super().init_settings()
+            self.kernel_owners = {}
+            start_kernel = self.kernel_manager.start_kernel
+
+            async def start_owned_kernel(*args, **kwargs):
+                kernel_id = await ensure_async(start_kernel(*args, **kwargs))
+                handler = CallContext.get(CallContext.JUPYTER_HANDLER)  # the page request starting it
+                self.kernel_owners[kernel_id] = handler.current_user.username
+                return kernel_id
+
+            self.kernel_manager.start_kernel = start_owned_kernel
+            return settings
+
+    return AppServer
+
 # %% ../nbs/core/apps.ipynb #d5fb65f9
 def identify_kernel(handler: web.RequestHandler, notebook: nbformat.NotebookNode, cwd: str) -> nbformat.NotebookNode:
     "Voila's prelaunch hook: the page's first cell records who opened it."
@@ -184,14 +220,14 @@ def cookie_secret() -> bytes:
 def run_voila() -> None:
     "The app server (see `voila_command`): Voila with our identity provider, kernel hook and request log."
     from traitlets.config import Config
-    from voila.app import Voila
 
     config = Config()
     config.Voila.identity_provider_class = AppIdentityProvider
+    config.Voila.authorizer_class = KernelOwnerAuthorizer
     config.Voila.cookie_secret = cookie_secret()
     config.Voila.tornado_settings = {"log_function": log_request}
     config.VoilaConfiguration.prelaunch_hook = identify_kernel
-    Voila.launch_instance(argv=sys.argv[1:], config=config)
+    app_server_class().launch_instance(argv=sys.argv[1:], config=config)
 
 # %% ../nbs/core/apps.ipynb #4bf485d8
 def app_url(host: str, port: int, query: str = "") -> str:

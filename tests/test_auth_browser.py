@@ -69,8 +69,13 @@ async def send_to_kernel(url: str, kernel_id: str, cookie: str, code: str) -> li
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
+    from tornado.httpclient import HTTPClientError
+
     ws_url = url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
-    ws = await websocket_connect(HTTPRequest(ws_url, headers={"Cookie": cookie, "Origin": url.rstrip("/")}))
+    try:
+        ws = await websocket_connect(HTTPRequest(ws_url, headers={"Cookie": cookie, "Origin": url.rstrip("/")}))
+    except HTTPClientError as refused:
+        return [f"refused {refused.code}"]
     execute = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
     for msg_type, content in (("kernel_info_request", {}), ("execute_request", execute)):
         header = {"msg_id": uuid.uuid4().hex, "username": "visitor", "session": uuid.uuid4().hex,
@@ -153,9 +158,12 @@ def test_demo_visitors_keep_one_identity_and_demo_credentials_open_the_demo(fsml
         assert who(other) == "dee demo"
         kernel_id = re.search(r'"kernelId": "([0-9a-f-]+)"', page.content()).group(1)
         cookie = "; ".join(f"{c['name']}={c['value']}" for c in visitor.cookies())
+        members_kernel = re.search(r'"kernelId": "([0-9a-f-]+)"', other.content()).group(1)
         with ThreadPoolExecutor(1) as pool:  # Playwright's loop owns this thread
             replies = pool.submit(asyncio.run, send_to_kernel(url, kernel_id, cookie, "open('pwned', 'w')")).result()
+            others = pool.submit(asyncio.run, send_to_kernel(url, members_kernel, cookie, "1")).result()
         assert "kernel_info_reply" in replies and "execute_reply" not in replies  # widgets talk; code does not run
+        assert others == ["refused 403"]  # someone else's kernel is theirs alone
         assert not (tmp_path / "pages" / "pwned").exists()
     finally:
         visitor.close()
