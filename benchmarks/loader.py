@@ -88,7 +88,7 @@ def main() -> dict:
             seen = run()
             rates[name] = max(rates.get(name, 0.0), seen / (time.perf_counter() - started))
         result = {"benchmark": "loader", "items": len(ids), "train_items": len(train), "batch_size": args.batch_size,
-                  "first_load_seconds": round(first_load, 3), "cached_load_seconds": round(cached_load, 3),
+                  "first_load_s": round(first_load, 3), "cached_load_s": round(cached_load, 3),
                   "decode_items_per_second": round(len(ids) / first_load, 1),
                   "loader_samples_per_second": round(rates["loader"]),
                   "limit_samples_per_second": round(rates["limit"]),
