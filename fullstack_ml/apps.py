@@ -1,4 +1,4 @@
-"""One way to put an app page on the web with Voila: who is asking, what their role may open, culled kernels, a URL printed.
+"""One way to put an app page on the web with Voila: who is asking, what their role may open, culled kernels.
 
 Docs: https://fullstack-ml.github.io/fullstack_ml/core/apps.html.md"""
 
@@ -146,7 +146,8 @@ class AppIdentityProvider(IdentityProvider):
         "The cookie's user, if its session still stands (a revoked user's cookie stops here)."
         saved = json.loads(cookie_value)
         if saved["session"] == "visitor":
-            return app_session(User(saved["name"], "demo"), "visitor") if saved["name"].startswith(VISITOR_PREFIX) else None
+            visitor = saved["name"].startswith(VISITOR_PREFIX)
+            return app_session(User(saved["name"], "demo"), "visitor") if visitor else None
         user = session_user(connect(), saved["session"])
         return app_session(user, saved["session"]) if user and user.name == saved["name"] else None
 

@@ -1,4 +1,4 @@
-"""Library-only: who may do what. Users with roles, each with their own secret, stored hashed and checked in constant time.
+"""Library-only: who may do what. Users with roles and their own secrets, stored hashed, checked in constant time.
 
 Docs: https://fullstack-ml.github.io/fullstack_ml/core/auth.html.md"""
 
