@@ -5,6 +5,7 @@ import multiprocessing
 import queue
 import threading
 
+import numpy as np
 import pytest
 from conftest import fsml
 from serve_helpers import make_run, publish_untrained
@@ -130,3 +131,17 @@ def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):
         rollback("digits")
     with pytest.raises(FileNotFoundError, match="no model 'digits@7'"):
         promote("digits", 7)
+
+
+def test_an_artifact_from_before_the_project_module_still_loads(fsml_home):
+    "Artifacts published before preprocessing moved to `project` ship model.py only; they verify and load."
+    row = publish_untrained(seed=3)
+    store, engine = open_files(), connect()
+    manifest = json.loads(store.read(f"{row['path']}/manifest.json"))
+    del manifest["files"]["project.py"]
+    old = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    store.write(f"{row['path']}/manifest.json", old)
+    with engine.begin() as conn:
+        conn.execute(artifacts.update().values(manifest_sha256=sha256_hex(old)))
+    assert sorted(verify("digits@1")["_files"]) == ["manifest.json", "model.py", "weights.safetensors"]
+    assert len(load("digits@production").predictor.predict([np.zeros((8, 8), dtype=np.float32)])) == 1
