@@ -134,11 +134,13 @@ class Worker:
         while not self.stopping and (max_batches is None or self.counts["batches"] < max_batches):
             self.follow_alias()
             jobs = self.queue.claim(self.name, self.batch_size, self.max_delay_ms, block_ms=200)
-            if jobs:  # once claimed, a batch is always finished, even when a stop was asked meanwhile
+            if not jobs:
+                continue
+            with self.queue.keep_leases(self.name, jobs):  # a slow batch keeps its jobs: no second worker meanwhile
                 done = process_batch(self.queue, self.model, jobs, self.name, self.limits)
-                self.counts["batches"] += 1
-                for key, value in done.items():
-                    self.counts[key] += value
+            self.counts["batches"] += 1  # once claimed, a batch is finished even when a stop was asked meanwhile
+            for key, value in done.items():
+                self.counts[key] += value
         return self.counts
 
 # %% ../nbs/07c_worker.ipynb #bb070361

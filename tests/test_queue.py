@@ -1,11 +1,12 @@
-"""The job queue on both backends: batching, leases and redelivery, first-result-wins, dead letters, TTL."""
+"""The job queue on both backends: batching, leases and redelivery, first-result-wins, dead letters, TTL, depth,
+heartbeats, and fencing of stale workers."""
 import threading
 import time
 import uuid
 
 import pytest
 
-from fullstack_ml.queue import open_queue
+from fullstack_ml.queue import QueueFull, open_queue
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -122,3 +123,62 @@ def test_redis_short_waits_keep_to_the_millisecond_not_to_redis_s_100_ms_clock(r
         assert q._read_new("w", 8, 0.01) == []  # an empty stream: a BLOCK 10 would take ~100 ms
         took.append(time.monotonic() - start)
     assert sorted(took)[2] < 0.06, took
+
+
+def test_a_full_queue_refuses_and_takes_jobs_again_once_drained(queue_url):
+    q = open_queue(queue_url, max_depth=3)
+    ids = [q.put(b"x") for _ in range(3)]
+    with pytest.raises(QueueFull, match="max_depth"):
+        q.put(b"one too many")
+    running = q.claim("w", max_jobs=2, block_ms=200)  # running jobs count too: they are not done
+    with pytest.raises(QueueFull):
+        q.put(b"still full")
+    q.complete_many([(j, {"ok": True}) for j in running])
+    assert q.put(b"room for two") and q.put(b"again")
+    with pytest.raises(QueueFull):
+        q.put(b"full again")
+    assert q.status(ids[0])["status"] == "done"
+
+
+def test_a_job_that_waited_past_its_time_to_live_fails_as_expired_and_never_runs(queue_url):
+    q = open_queue(queue_url, job_ttl_s=0.3)
+    old = q.put(b"old")
+    time.sleep(0.4)
+    fresh = q.put(b"fresh")
+    q._reclaimed_at = time.monotonic()  # (Redis) no reclaim scan needed
+    assert [j.id for j in q.claim("w", max_jobs=4, max_delay_ms=0, block_ms=200)] == [fresh]
+    status = q.status(old)
+    assert status["status"] == "failed" and status["error"].startswith("expired")
+    assert q.results([old])[old]["failed"]  # its waiting client learns at once
+
+
+def test_a_heartbeat_keeps_a_batch_longer_than_the_lease(queue_url):
+    holder, other = open_queue(queue_url, lease_s=0.3), open_queue(queue_url, lease_s=0.3)
+    job_id = holder.put(b"slow")
+    batch = holder.claim("w1", max_jobs=1, block_ms=200)
+    with holder.keep_leases("w1", batch):
+        for _ in range(4):  # 1.2 s: four leases
+            time.sleep(0.3)
+            other._reclaimed_at = 0  # (Redis) look for expired leases now
+            assert other.claim("w2", max_jobs=1, max_delay_ms=0, block_ms=10) == []
+    assert holder.complete(batch[0], {"label": "1"}) is True
+    assert holder.status(job_id)["deliveries"] == 1
+
+
+def test_a_stale_worker_can_neither_complete_nor_retry_nor_renew_a_job_another_worker_holds(queue_url):
+    stale_queue, current_queue = open_queue(queue_url, lease_s=0.3), open_queue(queue_url, lease_s=0.3)
+    job_id = stale_queue.put(b"x")
+    stale = stale_queue.claim("w1", max_jobs=1, block_ms=200)[0]
+    time.sleep(0.4)  # w1 stalls past its lease
+    current_queue._reclaimed_at = 0
+    current = current_queue.claim("w2", max_jobs=1, max_delay_ms=0, block_ms=200)[0]
+    assert (current.id, current.deliveries) == (job_id, 2)
+    assert stale_queue.complete(stale, {"by": "w1"}) is False
+    assert stale_queue.fail(stale, "w1: model error") == "stale"
+    assert stale_queue.fail(stale, "w1: bad image", retry=False) == "stale"
+    stale_queue.renew("w1", [stale])  # must not take the lease back from w2
+    assert current_queue.status(job_id)["status"] == "running" and current_queue.results([job_id]) == {}
+    assert current_queue.complete(current, {"by": "w2"}) is True
+    assert current_queue.results([job_id]) == {job_id: {"by": "w2"}}
+    assert current_queue.dead_letters() == []
+    assert current_queue.stats()["running"] == 0

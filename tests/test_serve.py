@@ -1,9 +1,11 @@
 """Serving end to end with real processes: API -> queue -> workers on SQLite and Redis, crashes, poison jobs,
-hot swaps under load, hostile inputs."""
+hot swaps under load, hostile inputs, roles, a full queue, a paused Redis."""
+import asyncio
 import io
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -52,7 +54,9 @@ class Servers:
     def api(self, token: str | None = None, *args) -> str:
         port = free_port()
         env = {**os.environ, **({"FSML_TOKEN": token} if token else {})}
-        proc = subprocess.Popen([FSML, "serve", "api", "--port", str(port), *args], env=env, start_new_session=True,
+        # a busy machine may take more than the default 10 s to start a worker: wait longer (a later --wait-s wins)
+        proc = subprocess.Popen([FSML, "serve", "api", "--port", str(port), "--wait-s", "60", *args], env=env,
+                                start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(proc)
         wait_for_port(port, timeout=60, proc=proc)
@@ -228,6 +232,7 @@ def test_bad_inputs_get_their_4xx_and_the_next_good_request_succeeds(sqlite_queu
         assert response.json()["error"]["message"], what
         after = requests.post(f"{api}/v1/predict", data=good, headers=auth, timeout=60)
         assert after.status_code == 200 and after.json()["model"] == "digits@1", what
+        assert [p.poll() for p in servers.procs] == [None, None], f"a process died after {what}"
     assert requests.get(f"{api}/healthz", timeout=10).status_code == 401
 
 
@@ -282,11 +287,159 @@ def test_a_pinned_worker_ignores_promotions_and_a_following_one_swaps_only_to_a_
     store = open_files()
     name = f"{second['path']}/weights.safetensors"
     good = store.read(name)
-    store.write(name, good[:-1] + bytes([good[-1] ^ 1]))  # version 2 is damaged before its promotion
-    promote("digits", 2)
+    promote("digits", 2)  # promote verifies; the file is damaged afterwards (a disk, a bad copy, an attacker)
+    store.write(name, good[:-1] + bytes([good[-1] ^ 1]))
     pinned.follow_alias()
     following.follow_alias()
     assert (pinned.model.ref, following.model.ref) == ("digits@1", "digits@1")  # refused: v1 keeps serving
     store.write(name, good)
     following.follow_alias()
     assert following.model.ref == "digits@2"
+
+
+def test_roles_decide_who_may_predict_and_a_revoked_token_stops_working(sqlite_queue_url, servers, monkeypatch):
+    from fullstack_ml import auth
+    from fullstack_ml.store import connect
+
+    publish_untrained(seed=1)
+    engine = connect()
+    tokens = {role: auth.add_user(engine, f"u-{role}", role) for role in ("api", "demo", "annotator", "reviewer")}
+    api = servers.api()  # no FSML_TOKEN: the users table decides
+    servers.worker("--batch-size", "4", "--max-delay-ms", "5")
+
+    def predict(token):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.post(f"{api}/v1/predict", data=digit_png(1), headers=headers, timeout=60)
+
+    assert {role: predict(token).status_code for role, token in tokens.items()} == \
+        {"api": 200, "demo": 200, "annotator": 403, "reviewer": 200}
+    assert predict(None).status_code == 401 and predict("fsml_nope_nope").status_code == 403
+    assert "may not predict" in predict(tokens["annotator"]).json()["error"]["message"]
+    auth.revoke_user(engine, "u-api")
+    wait_until(lambda: predict(tokens["api"]).status_code == 403, timeout=15, what="the revocation taking effect")
+    assert predict(tokens["demo"]).status_code == 200
+
+
+def test_a_chunked_multipart_upload_is_refused_while_it_streams_not_after(sqlite_queue_url, servers):
+    "The old API parsed the whole form (to disk) before any size check: it never answered an unfinished upload."
+    publish_untrained(seed=1)
+    port = int(servers.api().rsplit(":", 1)[1])
+    boundary, replies = "fsmlboundary", []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+
+        def read_reply():  # the head and the JSON body may come in separate segments
+            data = b""
+            try:
+                while not (b"\r\n\r\n" in data and data.endswith(b"}")):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            replies.append(data)
+
+        reader = threading.Thread(target=read_reply, daemon=True)
+        reader.start()
+        sock.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n").encode()
+        try:
+            for block in [part] + [b"\0" * 65536] * 160:  # 10 MB, and never the closing chunk
+                sock.sendall(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+                if replies:
+                    break
+        except OSError:  # the server stopped reading once it had refused
+            pass
+        reader.join(20)
+    assert replies and replies[0].startswith(b"HTTP/1.1 413"), replies
+    assert b"body_too_large" in replies[0]  # answered although the upload never finished
+
+
+def test_the_worst_image_the_api_accepts_costs_a_worker_little_memory(sqlite_queue_url, fsml_home):
+    "Peak RSS of a worker over its baseline while it handles the largest accepted canvas, and hostile jobs."
+    publish_untrained(seed=1)
+    worst = blank_image((4000, 4000), "PNG", mode="RGBA")  # 16 Mpixels at 4 bytes: the limits' largest canvas
+    script = """
+import json, resource, sys
+from fullstack_ml.queue import open_queue
+from fullstack_ml.worker import Worker
+from serve_helpers import blank_image, digit_png
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+worker = Worker(open_queue(), "digits@1", batch_size=1, max_delay_ms=0)
+queue = worker.queue
+queue.put(digit_png(1))
+worker.run(max_batches=1)  # warm: the model has run once
+baseline = peak_mb()
+worst = queue.put(open(sys.argv[1], "rb").read())
+hostile = [queue.put(blank_image(size)) for size in ((65536, 256), (256, 65536))]  # past the API, straight in
+counts = worker.run(max_batches=4)
+print(json.dumps({"baseline_mb": baseline, "peak_mb": peak_mb(), "counts": counts,
+                  "worst": queue.status(worst), "hostile": [queue.status(i) for i in hostile]}))
+"""
+    image_path = fsml_home.parent / "worst.png"
+    image_path.write_bytes(worst)
+    done = subprocess.run([sys.executable, "-c", script, str(image_path)], capture_output=True, text=True, timeout=300,
+                          check=False,
+                          cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"worker peak RSS: baseline {report['baseline_mb']:.0f} MB, peak {report['peak_mb']:.0f} MB, "
+          f"+{report['peak_mb'] - report['baseline_mb']:.0f} MB for a {len(worst)}-byte 4000x4000 RGBA PNG")
+    assert report["worst"]["status"] == "done"
+    assert [h["status"] for h in report["hostile"]] == ["failed", "failed"]
+    assert all("side_too_long" in h["error"] for h in report["hostile"])
+    assert report["peak_mb"] - report["baseline_mb"] < 150
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_recovers_once_drained(queue_url, servers, monkeypatch):
+    publish_untrained(seed=1)
+    monkeypatch.setenv("FSML_QUEUE_URL", f"{queue_url}&max_depth=3")
+    api = servers.api(None, "--wait-s", "0.2")  # no worker yet: jobs wait
+    accepted = [requests.post(f"{api}/v1/predict", data=digit_png(i), timeout=60) for i in range(3)]
+    assert [r.status_code for r in accepted] == [202] * 3
+    full = requests.post(f"{api}/v1/predict", data=digit_png(9), timeout=60)
+    assert (full.status_code, full.json()["error"]["code"]) == (503, "queue_full")
+    assert int(full.headers["Retry-After"]) > 0
+    servers.worker("--batch-size", "8", "--max-delay-ms", "5")
+    queue = open_queue()
+    wait_until(lambda: all(queue.status(r.json()["job_id"])["status"] == "done" for r in accepted), timeout=90,
+               what="the queue drained")
+    again = requests.post(f"{api}/v1/predict", data=digit_png(9), timeout=60)
+    assert again.status_code in (200, 202), again.text  # accepted again
+
+
+def test_the_result_waiter_keeps_the_event_loop_free_while_redis_is_paused(redis_url):
+    import redis
+
+    from fullstack_ml.serve import ResultWaiter
+
+    queue = open_queue(f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}")
+    waiter = ResultWaiter(queue)
+    job_id = queue.put(digit_png(1))  # no worker: nobody finishes it
+    admin = redis.Redis.from_url(redis_url)
+
+    async def main():
+        gaps, last = [], time.monotonic()
+
+        async def ticker():  # what every other request on this event loop would feel
+            nonlocal last
+            for _ in range(30):
+                await asyncio.sleep(0.05)
+                gaps.append(time.monotonic() - last)
+                last = time.monotonic()
+
+        admin.client_pause(1500)  # every Redis command of every client waits 1.5 s
+        result, _ = await asyncio.gather(waiter.wait(job_id, 2.5), ticker())
+        return result, max(gaps)
+
+    try:
+        result, worst_gap = asyncio.run(main())
+    finally:
+        admin.client_unpause()
+    assert result is None
+    assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
