@@ -11,12 +11,13 @@ __all__ = ['USER_ERRORS', 'SUBCOMMANDS', 'emit', 'FsmlGroup', 'main', 'pipeline'
 import importlib
 import importlib.util
 import json
-import os
 import sys
 
 import click
 
 from . import __version__
+from .pipeline import STAGES
+from .settings import get_settings
 
 # %% ../nbs/core/cli.ipynb #494442d5
 def emit(data, as_json: bool, text: str | None = None) -> None:
@@ -37,7 +38,8 @@ def _one_line(error: BaseException) -> str:
 
 # %% ../nbs/core/cli.ipynb #0da42078
 SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the subcommand runs
-    "demo-site": ("fullstack_ml.gallery", "demo_site_command", "Serve the bundled offline gallery on loopback."),
+    "gallery": ("fullstack_ml.gallery", "demo_site_command", "Serve the bundled offline gallery (the crawl's test site)."),
+    "demo-site": ("fullstack_ml.gallery", "demo_site_command", "Old name of `fsml gallery`, kept for scripts."),
     "collect": ("fullstack_ml.collect", "collect_command", "Crawl web pages politely for images and captions."),
     "items": ("fullstack_ml.collect", "items_command", "List collected items with their provenance."),
     "annotate": ("fullstack_ml.annotate_app", "annotate_cli", "The annotation app, progress, export and import."),
@@ -81,7 +83,7 @@ class FsmlGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # click's own exits and usage errors (some are RuntimeErrors) keep click's handling
         except USER_ERRORS as error:
-            if os.environ.get("FSML_DEBUG"):
+            if get_settings().debug:
                 raise
             click.echo(f"fsml: error: {_one_line(error)}", err=True)
             sys.exit(1)
@@ -93,17 +95,18 @@ def main():
     "fullstack_ml: collect, annotate, version, train, evaluate and serve, on one store."
 
 # %% ../nbs/core/cli.ipynb #80202226
-@main.command()
+@main.command(help=f"Run the stage notebooks in order ({' → '.join(name for name, _ in STAGES)}) with papermill; "
+               "the report is $FSML_HOME/runs/<run_id>/index.html.",
+              short_help="Run every stage notebook in order with papermill; an HTML report per run.")
 @click.option("--profile", default="default", show_default=True, help="profile of pipeline.yml (or of --config)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with more profiles")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="override one parameter")
-@click.option("--stages", help="comma-separated subset, e.g. collect,annotate")
+@click.option("--stages", help=f"comma-separated subset of: {','.join(name for name, _ in STAGES)}")
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 def pipeline(profile, config_path, overrides, stages, as_json):
-    "Run the stage notebooks 00 to 04 in order with papermill; reports go to $FSML_HOME/runs/<run_id>/."
     from fullstack_ml.pipeline import run_pipeline
 
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     record = run_pipeline(profile, config_path, list(overrides), selected, progress=not as_json)
     done = ", ".join(s["stage"] for s in record["stages"]) or "no stages"
-    emit(record, as_json, f"run {record['run_id']} done ({done}); report in {record['run_dir']}")
+    emit(record, as_json, f"run {record['run_id']} done ({done}); report in {record['report']}")

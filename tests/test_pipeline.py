@@ -137,3 +137,12 @@ def test_version_answers_without_importing_torch():
            "try:\n    main()\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     assert fsml("--version").stdout.startswith("fsml, version")
+
+
+def test_the_gallery_has_its_clear_name_and_keeps_the_old_one():
+    for name in ("gallery", "demo-site"):
+        result = fsml(name, "--help")
+        assert "--port" in result.stdout, name
+    listing = fsml("--help").stdout
+    assert "gallery " in listing and "Old name of `fsml gallery`" in listing
+
