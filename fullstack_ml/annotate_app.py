@@ -11,9 +11,7 @@ __all__ = ['hotkeys', 'item_payloads', 'AnnotationSession', 'ReviewSession', 'la
 # %% ../nbs/03b_annotate_app.ipynb #13dd141b
 import base64
 import html
-import os
 from functools import cache
-from urllib.parse import parse_qs
 
 import click
 import sqlalchemy as sa
@@ -28,7 +26,7 @@ from .images import MIME_TYPES
 from fullstack_ml.labels import (
     ReviewConflict, current_labels, export_labels, import_labels, review, review_queue, status,
 )
-from .settings import get_settings
+from .settings import annotate_project, get_settings, page_query
 from .store import connect, get_blob, items, open_files
 
 # %% ../nbs/03b_annotate_app.ipynb #a01825da
@@ -217,9 +215,9 @@ def annotation_app(project: str | None = None, user: User | None = None, prefetc
     "The annotation app as one widget, for the signed-in `user` (default: who this page's credential says)."
     import ipywidgets as widgets
 
-    query = parse_qs(os.environ.get("QUERY_STRING", ""))
-    project = project or (query.get("project") or [None])[0] or os.environ.get("FSML_ANNOTATE_PROJECT") or "digits"
-    review = bool(review if review is not None else (query.get("review") or ["0"])[0] not in ("0", ""))
+    query = page_query()
+    project = project or query.get("project") or annotate_project() or "digits"
+    review = bool(review if review is not None else query.get("review", "0") not in ("0", ""))
     engine, store = connect(db_url), open_files(store_url)
     app = widgets.VBox(layout=widgets.Layout(padding="8px"))
     try:
@@ -229,7 +227,7 @@ def annotation_app(project: str | None = None, user: User | None = None, prefetc
         app.children = [_message("Nothing to label yet." if isinstance(error, ValueError) else "Not signed in.",
                                  str(error))]
         return app
-    refusal = _refusal(user, review, ((query.get("annotator") or [""])[0].strip() or None))
+    refusal = _refusal(user, review, (query.get("annotator", "").strip() or None))
     if refusal:
         app.children = [_message("Not allowed.", refusal)]
         return app
