@@ -31,7 +31,7 @@ from traitlets import Unicode, default
 
 from .auth import VISITOR_PREFIX, User, authenticate, can, has_credentials, session_id, session_user
 from .pipeline import notebooks_dir
-from .settings import check_listen, get_settings, is_loopback
+from .settings import check_listen, child_env, get_settings, is_loopback
 from .store import connect
 
 # %% ../nbs/core/apps.ipynb #30e9c868
@@ -250,5 +250,4 @@ def serve_app(name: str, port: int, host: str = "127.0.0.1", cull_idle_s: int = 
         print("sign in once by adding token=YOUR_TOKEN to that URL (fsml users add NAME --role ROLE makes one; "
               "FSML_TOKEN works too)", flush=True)
     # the page's kernel must be this Python, whatever PATH says (a venv not activated, an installed wheel)
-    path = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    os.execve(sys.executable, command, {**os.environ, **(env or {}), "PATH": path})
+    os.execve(sys.executable, command, child_env(env))  # this Python first on PATH, the kernels too

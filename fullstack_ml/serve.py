@@ -31,7 +31,7 @@ from . import __version__, auth, registry
 from .door import BadInput, Gate, check_access, check_upload, error_response, read_image_body
 from .images import ImageLimits
 from .queue import QueueFull, open_queue
-from .settings import check_listen, get_settings
+from .settings import check_listen, child_env, get_settings
 from .store import connect
 from .worker import production_ref, worker_command
 
@@ -243,7 +243,7 @@ class Service:
 
     def __init__(self, workers: int = 1, batch_size: int = 16, max_delay_ms: float = 5, env: dict | None = None,
                  wait_s: float = 30.0):
-        self.env, self.procs = {**os.environ, **(env or {})}, []
+        self.env, self.procs = child_env(env), []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = self.env.get("FSML_TOKEN") or None

@@ -28,6 +28,7 @@ import fullstack_ml
 from .loader import load
 from .model import MODEL_DEFAULTS, build_model, weights_to_bytes
 from .project import LABELS, Preprocessing
+from .settings import cpu_threads
 from .store import connect, new_id, now, open_files, runs, write_transaction
 
 # %% ../nbs/05_train.ipynb #a044f5a1
@@ -65,7 +66,7 @@ def pick_device(device: str | None = None) -> torch.device:
 def set_threads() -> int:
     "Use the CPU cores this process may run on (unless OMP_NUM_THREADS says otherwise); return the count."
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(os.environ.get("OMP_NUM_THREADS") or cores)
+    threads = cpu_threads(cores)
     torch.set_num_threads(threads)
     return threads
 
