@@ -146,3 +146,18 @@ def test_the_gallery_has_its_clear_name_and_keeps_the_old_one():
     listing = fsml("--help").stdout
     assert "gallery " in listing and "Old name of `fsml gallery`" in listing
 
+
+
+def test_each_stage_chapter_says_how_to_get_the_earlier_stages_data():
+    for position, (stage, notebook) in enumerate(STAGES[1:], start=1):
+        earlier = ",".join(name for name, _ in STAGES[:position])
+        text = "".join("".join(c["source"]) for c in json.loads((REPO / "nbs" / notebook).read_text())["cells"])
+        assert f"fsml pipeline --profile smoke --stages {earlier}`" in text, notebook
+
+
+def test_environment_variables_are_read_only_in_settings():
+    reads = re.compile(r"os\.environ\.get\(|os\.getenv\(|os\.environ\[[^\]]+\](?!\s*=[^=])|environ\.copy\(|\*\*os\.environ")
+    offenders = [f"{path.name}:{number}: {line.strip()}"
+                 for path in sorted((REPO / "fullstack_ml").glob("*.py")) if path.name not in ("settings.py", "_modidx.py")
+                 for number, line in enumerate(path.read_text().splitlines(), start=1) if reads.search(line)]
+    assert not offenders, "read environment variables through fullstack_ml.settings:\n" + "\n".join(offenders)
