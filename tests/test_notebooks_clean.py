@@ -1,5 +1,6 @@
 """CI fails when an exported module was edited by hand or a notebook carries outputs."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -43,3 +44,26 @@ def test_a_notebook_with_outputs_fails_the_check(copy):
     result = subprocess.run(CHECK + [str(copy)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "nbs/core/settings.ipynb" in result.stderr
+
+
+def chapter_text(path) -> str:
+    return "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+
+
+def test_the_readme_and_the_front_page_map_every_chapter():
+    readme, front = (REPO / "README.md").read_text(), chapter_text(REPO / "nbs" / "index.ipynb")
+    for path in sorted((REPO / "nbs").glob("[0-9]*.ipynb")):
+        assert f"`{path.stem}`" in readme, f"README's map lacks {path.name}"
+        assert f"`{path.stem}`" in front, f"nbs/index.ipynb's map lacks {path.name}"
+    for path in sorted((REPO / "nbs" / "core").glob("*.ipynb")):
+        assert f"`core/{path.stem}`" in readme or f"core/{path.stem}`" in readme, f"README's map lacks core/{path.name}"
+        assert f"`{path.stem}`" in front, f"nbs/index.ipynb's map lacks core/{path.name}"
+    for named in re.findall(r"`(nbs/[^`\s]+)`", readme):  # every file the README points at exists
+        assert list(REPO.glob(named)), named
+
+
+def test_nothing_points_outside_the_repository():
+    for path in [REPO / "README.md", *(REPO / "nbs").rglob("*.ipynb"), *(REPO / "tests").glob("*.py"),
+                 *(REPO / "tools").glob("*.py")]:
+        text = path.read_text()
+        assert "DESIGN" + ".md" not in text and "../" + "shared" not in text, path
