@@ -33,6 +33,7 @@ def chapter_notebooks() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # the first test builds the site: the smoke pipeline, then every library chapter
 def test_one_page_per_chapter_linked_from_the_index(site):
     pages = json.loads((site / "chapters.json").read_text())
     assert sorted(p["chapter"] for p in pages) == sorted(chapter_notebooks())
@@ -41,11 +42,13 @@ def test_one_page_per_chapter_linked_from_the_index(site):
         assert (site / page["page"]).exists(), page["page"]
         assert f'href="{page["page"]}"' in index
         assert not page["error"], (page["chapter"], page["error"])
+    assert 'href="run.html"' in index and (site / "run.html").exists()  # the smoke run's own report, linked
     jobs = [p["job"] for p in pages]
     assert jobs[0] == "1 Frame" and jobs[-1] == "7 Serve"  # ordered by job
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)
 def test_stage_pages_show_a_figure_or_table_made_by_running_them(site):
     pages = {p["chapter"]: p for p in json.loads((site / "chapters.json").read_text())}
     for stage, notebook in STAGES:

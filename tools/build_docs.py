@@ -172,9 +172,13 @@ def build(out: Path, run_dir: Path | None, workers: int) -> int:
             for p in pages)
         table = ("<table><tr><th>job</th><th>chapter</th><th>notebook</th><th>module</th><th>executed</th></tr>"
                  + rows + "</table>")
+        for name, copy in (("run.json", "run.json"), ("index.html", "run.html")):  # its links are our pages
+            if (run_dir / name).exists():
+                shutil.copy(run_dir / name, out / copy)
         intro = ("<p>Every chapter of the course, executed on a throw-away store at the <code>smoke</code> profile: "
                  "the stage chapters are the executed notebooks of one <code>fsml pipeline --profile smoke</code> "
-                 "run, the library chapters ran their own checks.</p>")
+                 "run (<a href=\"run.html\">its report</a>: status and seconds per stage), the library chapters "
+                 "ran their own checks.</p>")
         (out / "index.html").write_text(html_page("fullstack_ml: the course", intro, table), encoding="utf-8")
         (out / "chapters.json").write_text(json.dumps(pages, indent=1))
         print(f"built {len(pages)} chapter pages into {out}")
