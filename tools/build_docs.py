@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -135,7 +136,9 @@ def build(out: Path, run_dir: Path | None, workers: int) -> int:
     for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_QUEUE_URL", "FSML_TOKEN", "FSML_API_URL"):
         os.environ.pop(key, None)  # a throw-away embedded store, never the learner's or a server
     try:
+        started = time.time()
         run_dir = Path(run_dir) if run_dir else run_smoke_pipeline(home)
+        print(f"stage chapters: {run_dir} ({time.time() - started:.0f} s)", flush=True)
         stage_of = {notebook: stage for stage, notebook in STAGES}
         pages, library = [], []
         for chapter in chapters():
@@ -150,8 +153,10 @@ def build(out: Path, run_dir: Path | None, workers: int) -> int:
             else:
                 library.append(str(chapter))
             pages.append(page)
+        started = time.time()
         with ProcessPoolExecutor(max_workers=workers) as pool:
             executed = {chapter: (text, error) for chapter, text, error in pool.map(execute, library)}
+        print(f"library chapters: {len(library)} executed ({time.time() - started:.0f} s)", flush=True)
         for page in pages:
             if not page["stage"]:
                 page["text"], page["error"] = executed[str(NBS / page["chapter"])]
