@@ -443,3 +443,25 @@ def test_the_result_waiter_keeps_the_event_loop_free_while_redis_is_paused(redis
         admin.client_unpause()
     assert result is None
     assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
+
+
+def test_a_worker_keeps_the_leases_of_a_batch_slower_than_the_lease(fsml_home):
+    "A real slow batch (six of the largest accepted images) outlives the lease; no other worker may take its jobs."
+    from fullstack_ml.worker import Worker
+
+    publish_untrained(seed=1)
+    url = f"sqlite:///{fsml_home}/queue.db?lease_s=0.2"
+    worker = Worker(open_queue(url), "digits@1", batch_size=6, max_delay_ms=0)
+    big = blank_image((4000, 4000), "PNG", mode="RGBA")
+    ids = [worker.queue.put(big) for _ in range(6)]
+    thief, stolen = open_queue(url), []
+    started = time.monotonic()
+    running = threading.Thread(target=worker.run, kwargs={"max_batches": 1})
+    running.start()
+    while running.is_alive():
+        stolen += thief.claim("thief", max_jobs=6, max_delay_ms=0, block_ms=20)
+    took = time.monotonic() - started
+    assert took > 0.6, f"the batch took {took:.2f} s, not longer than the lease: the test proves nothing"
+    assert stolen == []
+    assert [thief.status(i)["deliveries"] for i in ids] == [1] * 6
+    assert {thief.status(i)["status"] for i in ids} == {"done"}
