@@ -75,7 +75,7 @@ def fetch_onnxruntime_web(cache_dir: Path | None = None, version: str = ORT_WEB_
 
 # %% ../nbs/09_edge.ipynb #4e867f9d
 EDGE_ASSETS = {"edge_index.html": "index.html", "edge_app.js": "app.js", "edge_preprocess.js": "preprocess.js",
-               "digit_canvas.js": "digit_canvas.js"}  # nbs/assets/ file -> name in the site
+               "drawing_canvas.js": "drawing_canvas.js"}  # nbs/assets/ file -> name in the site
 
 
 def write_site(out_dir, model_bytes: bytes, model_info: dict, runtime: dict) -> dict:

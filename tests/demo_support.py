@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 DIGIT_SCALE = 8  # 8x8 digits served as 64x64 PNGs, like the demo gallery
+DIGIT_LABELS = [str(n) for n in range(10)]  # the digits project's labels, in the network's output order
 
 
 @lru_cache(maxsize=1)
@@ -48,16 +49,17 @@ def publish_quick_model(epochs: int = 12, width: int = 8, seed: int = 0) -> dict
     "Train on the train and valid splits (a few seconds), record the run, publish and promote it in FSML_HOME."
     from fullstack_ml import registry
     from fullstack_ml.model import build_model, weights_to_bytes
-    from fullstack_ml.project import LABELS, Preprocessing
+    from fullstack_ml.annotate import ensure_project
+    from fullstack_ml.project import Preprocessing
     from fullstack_ml.store import connect, now, open_files, runs, write_transaction
 
     torch.manual_seed(seed)
     preprocessing = Preprocessing()
     config = {"model": {"arch": "digitnet", "width": width, "input_size": 16, "dropout": 0.1},
-              "preprocessing": preprocessing.config, "labels": LABELS}
+              "preprocessing": preprocessing.config, "labels": DIGIT_LABELS}
     train = digit_splits()["train"] + digit_splits()["valid"]
     x = preprocessing.batch([png for _, png, _ in train])
-    y = torch.tensor([LABELS.index(label) for _, _, label in train])
+    y = torch.tensor([DIGIT_LABELS.index(label) for _, _, label in train])
     model = build_model(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     threads, start = torch.get_num_threads(), time.time()
@@ -73,6 +75,7 @@ def publish_quick_model(epochs: int = 12, width: int = 8, seed: int = 0) -> dict
         torch.set_num_threads(threads)
     model.eval()
     engine, store = connect(), open_files()
+    ensure_project(engine, "digits", DIGIT_LABELS)  # the annotation project, as the pipeline's annotate stage leaves it
     run_id = uuid.uuid4().hex
     checkpoint = f"runs/{run_id}/weights.safetensors"
     store.write(checkpoint, weights_to_bytes(model))

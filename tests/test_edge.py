@@ -40,14 +40,14 @@ def edge_site(tmp_path_factory):
 
 def test_site_is_self_contained_and_names_its_model(edge_site):
     site, report = edge_site["dir"], edge_site["report"]
-    for name in ("index.html", "app.js", "preprocess.js", "digit_canvas.js", "model.onnx", "model.json",
+    for name in ("index.html", "app.js", "preprocess.js", "drawing_canvas.js", "model.onnx", "model.json",
                  "ort/ort.wasm.min.js", "ort/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.wasm"):
         assert (site / name).is_file(), name
     info = json.loads((site / "model.json").read_text())
     assert info["ref"] == f"digits@{edge_site['model']['version']}" == report["model"]
     assert len(info["manifest_sha256"]) == len(info["weights_sha256"]) == 64
     assert "default-src 'self'" in (site / "index.html").read_text()
-    for text_file in ("index.html", "app.js", "preprocess.js", "digit_canvas.js"):
+    for text_file in ("index.html", "app.js", "preprocess.js", "drawing_canvas.js"):
         assert "://" not in (site / text_file).read_text().replace("http-equiv", ""), text_file
 
 

@@ -1,7 +1,7 @@
 // The edge demo: the model runs in this browser with onnxruntime-web; no request leaves for another origin.
-// Draw (digit_canvas.js, the same canvas as the demo app) or upload; preprocess.js mirrors the Python
+// Draw (drawing_canvas.js, the same canvas as the demo app) or upload; preprocess.js mirrors the Python
 // Preprocessing exactly; model.onnx is the network plus softmax; model.json says which artifact it is.
-import canvasWidget from "./digit_canvas.js";
+import canvasWidget from "./drawing_canvas.js";
 import { preprocess } from "./preprocess.js";
 
 const $ = (id) => document.getElementById(id);
@@ -108,7 +108,7 @@ ready.catch((error) => setStatus(window.location.protocol === "file:"
   : `The model could not be loaded: ${error.message || error}`, "error"));
 
 const settings = { size: 280, line_width: 22, delay_ms: 300 };
-const canvasModel = {  // what digit_canvas.js needs from anywidget's model, answered in the page
+const canvasModel = {  // what drawing_canvas.js needs from anywidget's model, answered in the page
   listeners: {},
   get: (name) => settings[name],
   on(event, listener) { (this.listeners[event] ||= []).push(listener); },

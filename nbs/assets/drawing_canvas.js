@@ -1,4 +1,4 @@
-// A drawing canvas for digits, shared by the demo app (as an anywidget) and the static edge page.
+// A drawing canvas (for projects whose images are drawn), shared by the demo app (as an anywidget) and the static edge page.
 // Strokes stay in the browser; when the pen has rested for `delay_ms` the bitmap is sent once, as PNG,
 // with model.send({type: "image"}, undefined, [png]). Clear with the button, Escape or the "c" key.
 // `model` is anywidget's model or any object with get(name), send(content, callbacks, buffers) and on(event, fn).
@@ -12,7 +12,7 @@ function render({ model, el }) {
   canvas.height = size;
   canvas.tabIndex = 0;
   canvas.className = "fsml-canvas";
-  canvas.setAttribute("aria-label", "drawing area: draw one digit");
+  canvas.setAttribute("aria-label", "drawing area");
   const clearButton = document.createElement("button");
   clearButton.type = "button";
   clearButton.className = "fsml-clear";
@@ -26,7 +26,7 @@ function render({ model, el }) {
   let timer = null;
 
   function blank() {
-    ctx.fillStyle = "#ffffff";  // dark ink on white paper, like a scanned digit
+    ctx.fillStyle = "#ffffff";  // dark ink on white paper, like a scanned drawing
     ctx.fillRect(0, 0, size, size);
   }
   function point(event) {
