@@ -24,12 +24,12 @@ import requests
 import sqlalchemy as sa
 import traitlets
 
-from .annotate import Priority, enqueue, ensure_project, get_project
+from .annotate import Priority, enqueue
 from .apps import asset_path
 from .auth import User, app_user, can
 from .collect import Ledger, describe_image
 from .images import BadImage, decode_image
-from .metrics import dataset_project
+from .project import Project, get_project, save_project
 from .settings import get_settings
 from fullstack_ml.store import (
     aliases, annotations, artifacts, connect, dialect_insert, insert_new, items, now, open_files, put_blob,
@@ -146,11 +146,17 @@ def model_card(model: str | None = None, engine=None, store=None) -> dict:
                          "registry; check it with `fsml registry verify`, republish or roll back")
     manifest = json.loads(data)
     project = manifest.get("project") or {}
-    project = project if isinstance(project, dict) else {"name": project}
-    preprocessing = manifest.get("preprocessing") or {}
-    drawable = (project.get("image") or {}).get("drawable", preprocessing.get("fit") == "box")
+    project = project if isinstance(project, dict) else {"name": project}  # a name: its definition is in the store
+    image, preprocessing = project.get("image"), manifest.get("preprocessing") or {}
+    if image is None and project.get("name"):
+        try:
+            image = vars(get_project(engine, project["name"]).image)
+        except ValueError:
+            image = None
+    drawable = (image or {}).get("drawable", preprocessing.get("fit") == "box")  # before projects: drawn digits
     return {"ref": f"{row['name']}@{row['version']}", "project": project.get("name"), "drawable": bool(drawable),
-            "labels": [str(label) for label in manifest.get("labels") or []], "preprocessing": preprocessing}
+            "labels": [str(label) for label in manifest.get("labels") or []], "preprocessing": preprocessing,
+            "definition": project if project.get("labels") else None}
 
 # %% ../nbs/08_demo.ipynb #d015a602
 @dataclass(frozen=True)
@@ -184,21 +190,20 @@ def take_turn(engine, key: str, limit: int, window_s: int = 60, what: str = "req
 FEEDBACK_ANNOTATOR = "demo-visitor"  # who a correction is from when the caller names nobody
 
 
-def _feedback_project(engine, store, project: str | None, prediction: dict | None) -> tuple[str, list]:
-    "A correction's project and its labels: the one named, else the answering model's, else the store's only one."
+def _feedback_project(engine, store, project: str | None, prediction: dict | None) -> Project:
+    "A correction's project: the one named, else the answering model's (its manifest), else the store's only one."
     card = {}
     if (prediction or {}).get("model"):
         try:
             card = model_card(prediction["model"], engine, store)
         except (ValueError, FileNotFoundError):  # a model since removed from the registry: the store decides
             card = {}
-    project = project or card.get("project") or dataset_project(engine)
     try:
-        return project, get_project(engine, project)["labels"]
-    except ValueError:  # a fresh store: the model's labels start the project (never reset an existing one)
-        if not card.get("labels") or card.get("project") != project:
+        return get_project(engine, project or card.get("project"))
+    except ValueError:  # a fresh store: the model's manifest starts its project (never reset an existing one)
+        if not card.get("definition") or (project or card["project"]) != card["project"]:
             raise
-        return project, ensure_project(engine, project, card["labels"])["labels"]
+        return save_project(engine, Project.from_dict(card["definition"]))
 
 
 def record_feedback(
@@ -215,7 +220,8 @@ def record_feedback(
     engine, store = engine or connect(), store or open_files()
     take_turn(engine, f"feedback:{annotator}", limits.corrections, limits.window_s, "corrections")  # refused ones count
     take_turn(engine, "feedback:*", limits.all_corrections, limits.window_s, "corrections from all visitors")
-    project, labels = _feedback_project(engine, store, project, prediction)
+    definition = _feedback_project(engine, store, project, prediction)
+    project, labels = definition.name, definition.label_names
     if str(label) not in labels:
         raise ValueError(f"label {label!r} is not one of project {project!r}'s labels {labels}; pick one of them")
     facts = describe_image(image)  # the crawler's door and fingerprints: BadImage before anything is stored

@@ -49,12 +49,12 @@ def publish_quick_model(epochs: int = 12, width: int = 8, seed: int = 0) -> dict
     "Train on the train and valid splits (a few seconds), record the run, publish and promote it in FSML_HOME."
     from fullstack_ml import registry
     from fullstack_ml.model import build_model, weights_to_bytes
-    from fullstack_ml.annotate import ensure_project
-    from fullstack_ml.project import Preprocessing
+    from fullstack_ml.preprocessing import Preprocessing
+    from fullstack_ml.project import bundled_project, save_project
     from fullstack_ml.store import connect, now, open_files, runs, write_transaction
 
     torch.manual_seed(seed)
-    preprocessing = Preprocessing()
+    preprocessing = Preprocessing.from_spec(bundled_project("digits").image)
     config = {"model": {"arch": "digitnet", "width": width, "input_size": 16, "dropout": 0.1},
               "preprocessing": preprocessing.config, "labels": DIGIT_LABELS}
     train = digit_splits()["train"] + digit_splits()["valid"]
@@ -75,7 +75,7 @@ def publish_quick_model(epochs: int = 12, width: int = 8, seed: int = 0) -> dict
         torch.set_num_threads(threads)
     model.eval()
     engine, store = connect(), open_files()
-    ensure_project(engine, "digits", DIGIT_LABELS)  # the annotation project, as the pipeline's annotate stage leaves it
+    save_project(engine, bundled_project("digits"))  # the project, as the pipeline's annotate stage leaves it
     run_id = uuid.uuid4().hex
     checkpoint = f"runs/{run_id}/weights.safetensors"
     store.write(checkpoint, weights_to_bytes(model))

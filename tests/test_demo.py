@@ -1,13 +1,14 @@
 """The demo's corrections are hints, not votes: fifty corrections from fifty reloads of the demo page cannot outvote
 one annotator, and an item only visitors have labelled stays out of a new dataset version until a person labels it."""
 import sqlalchemy as sa
-from demo_support import DIGIT_LABELS, digit_splits
+from demo_support import digit_splits
+from fullstack_ml.project import bundled_project, save_project
 
 RELOADS = 50
 
 
 def test_fifty_reloads_cannot_outvote_one_annotator_nor_enter_a_dataset(tmp_path):
-    from fullstack_ml.annotate import claim, ensure_project, submit
+    from fullstack_ml.annotate import claim, submit
     from fullstack_ml.auth import User
     from fullstack_ml.datasets import read_manifest, snapshot
     from fullstack_ml.demo import VisitorLimits, record_feedback
@@ -15,7 +16,7 @@ def test_fifty_reloads_cannot_outvote_one_annotator_nor_enter_a_dataset(tmp_path
     from fullstack_ml.store import annotations, connect, open_files
 
     engine, store = connect(f"sqlite:///{tmp_path}/fsml.db"), open_files(str(tmp_path / "files"))
-    ensure_project(engine, "digits", DIGIT_LABELS)
+    save_project(engine, bundled_project("digits"))
     fours = [png for _, png, label in digit_splits()["test"] if label == "4"]
     labelled, hinted = fours[0], fours[1]
     # each reload of the page is a new kernel; a visitor who also drops the cookie is a new visitor each time
@@ -48,12 +49,11 @@ def test_fifty_reloads_cannot_outvote_one_annotator_nor_enter_a_dataset(tmp_path
 
 def test_a_visitor_who_reloads_fifty_times_is_one_visitor_with_five_corrections_a_minute(tmp_path):
     "The page names the visitor from their cookie, so reloads share one count; the kernel refuses the sixth."
-    from fullstack_ml.annotate import ensure_project
     from fullstack_ml.demo import RateLimited, VisitorLimits, record_feedback
     from fullstack_ml.store import annotations, connect, open_files
 
     engine, store = connect(f"sqlite:///{tmp_path}/fsml.db"), open_files(str(tmp_path / "files"))
-    ensure_project(engine, "digits", DIGIT_LABELS)  # the project the corrections belong to (the store's only one)
+    save_project(engine, bundled_project("digits"))  # the project the corrections belong to (the store's only one)
     sevens = [png for _, png, label in digit_splits()["test"] if label == "7"]
     one_window = VisitorLimits(window_s=86_400)  # the default's, over a window this loop cannot straddle
     refused = 0
@@ -72,8 +72,8 @@ def test_a_visitor_who_reloads_fifty_times_is_one_visitor_with_five_corrections_
 
 PEAK_SCRIPT = """
 import json, sys
-from fullstack_ml.annotate import ensure_project
 from fullstack_ml.demo import record_feedback
+from fullstack_ml.project import bundled_project, save_project
 from fullstack_ml.images import BadImage
 from fullstack_ml.store import connect, open_files
 
@@ -83,7 +83,7 @@ def peak_mb():
 
 
 engine, store = connect(sys.argv[1]), open_files(sys.argv[2])
-ensure_project(engine, "digits", [str(n) for n in range(10)])
+save_project(engine, bundled_project("digits"))
 record_feedback(open(sys.argv[3], "rb").read(), "1", engine=engine, store=store)  # warm up: imports, Pillow plugins
 before, codes = peak_mb(), []
 for path in sys.argv[4:]:
