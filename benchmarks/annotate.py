@@ -32,7 +32,7 @@ def make_items(n: int, project: str = "digits") -> list:
     from PIL import Image, ImageDraw
 
     from fullstack_ml.annotate import enqueue, ensure_project
-    from fullstack_ml.project import LABELS
+    from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
     from fullstack_ml.store import connect, items, now, open_files, put_blob
 
     engine, files = connect(), open_files()
@@ -46,7 +46,7 @@ def make_items(n: int, project: str = "digits") -> list:
         rows.append({"id": put_blob(files, buffer.getvalue()), "width": 28, "height": 28, "format": "PNG", "created_at": now()})
     with engine.begin() as conn:
         conn.execute(items.insert(), rows)
-    ensure_project(engine, project, LABELS, 1)
+    ensure_project(engine, project, DIGITS.label_names, 1)
     enqueue(engine, project, [row["id"] for row in rows])
     engine.dispose()
     return [row["id"] for row in rows]
@@ -109,14 +109,14 @@ def paint_latency(n_items: int) -> dict:
 def queue_plain_items(n: int, project: str) -> list:
     "Queue `n` items that have rows but no image bytes: the throughput benchmark never looks at pixels."
     from fullstack_ml.annotate import enqueue, ensure_project
-    from fullstack_ml.project import LABELS
+    from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
     from fullstack_ml.store import connect, items, now, sha256_hex
 
     engine = connect()
     ids = [sha256_hex(f"{project} {i}".encode()) for i in range(n)]
     with engine.begin() as conn:
         conn.execute(items.insert(), [{"id": i, "width": 28, "height": 28, "format": "PNG", "created_at": now()} for i in ids])
-    ensure_project(engine, project, LABELS, 1)
+    ensure_project(engine, project, DIGITS.label_names, 1)
     enqueue(engine, project, ids)
     return ids
 

@@ -28,7 +28,7 @@ def main():
         from fullstack_ml.eval import dataset_label_issues, image_features
         from fullstack_ml.gallery import demo_truth
         from fullstack_ml.labels import run_annotate
-        from fullstack_ml.project import LABELS
+        from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
         from fullstack_ml.store import connect, open_files
 
         started = time.perf_counter()
@@ -39,7 +39,7 @@ def main():
         manifest = read_manifest(version, engine, store).astype({"label": str})
         prepared = time.perf_counter()
         features = image_features(store, manifest["item_id"].tolist())
-        issues = dataset_label_issues(manifest, features, LABELS, folds=args.folds, method=args.method)
+        issues = dataset_label_issues(manifest, features, DIGITS.label_names, folds=args.folds, method=args.method)
         searched = time.perf_counter()
 
     truth = demo_truth()

@@ -33,11 +33,11 @@ def main() -> dict:
         from fullstack_ml.datasets import add_digit_items, snapshot
         from fullstack_ml.labels import import_weak_labels
         from fullstack_ml.loader import load
-        from fullstack_ml.project import LABELS
+        from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
         from fullstack_ml.store import connect, open_files
 
         engine, store = connect(), open_files()
-        ensure_project(engine, "digits", LABELS)
+        ensure_project(engine, "digits", DIGITS.label_names)
         ids = add_digit_items(engine, store, range(1797))
         enqueue(engine, "digits", ids)
         import_weak_labels(engine, "digits")

@@ -398,7 +398,8 @@ def crawl(start_urls: list, limits: CrawlLimits | None = None, db_url: str | Non
           synonyms: dict | None = None, **overrides) -> dict:
     "Crawl from `start_urls` into the store (default from the settings); keyword overrides go to CrawlLimits."
     if labels is None:
-        from fullstack_ml.project import LABELS as labels  # here, not at the top: project imports torch
+        from fullstack_ml.projects.digits import PROJECT as DIGITS  # until the crawl asks the project
+        labels = DIGITS.label_names
     limits = limits or CrawlLimits(**overrides)
     crawler = Crawler(list(start_urls), limits, connect(db_url), open_files(store_url), allow_hosts, progress,
                       labels, synonyms)

@@ -7,11 +7,13 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/datasets.html.md"""
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_manifest', 'version_id', 'validate', 'class_balance',
            'balance_warnings', 'latest_version', 'snapshot', 'resolve_version', 'read_manifest', 'describe',
-           'list_versions', 'diff', 'add_digit_items', 'export_imagefolder', 'export_parquet', 'dataset_cli',
-           'snapshot_command', 'list_command', 'show_command', 'diff_command', 'plot_balance', 'run_datasets']
+           'list_versions', 'diff', 'add_bundled_items', 'add_digit_items', 'export_imagefolder', 'export_parquet',
+           'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command', 'plot_balance',
+           'run_datasets']
 
 # %% ../nbs/04_datasets.ipynb #076ca718
 import hashlib
+import importlib
 import io
 import json
 
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from .project import LABELS
+from .project import get_project
 from fullstack_ml.store import (
     annotations, connect, dataset_versions, get_blob, items, now, open_files, put_blob, tasks, write_transaction,
 )
@@ -63,7 +65,7 @@ def build_manifest(labels: pd.DataFrame, members: pd.DataFrame, splits: dict = S
 
 
 def version_id(manifest: pd.DataFrame) -> str:
-    "The id of a manifest: sha256 of its (item_id, label, split) rows in item order, 16 hex digits."
+    "The id of a manifest: sha256 of its (item_id, label, split) rows in item order, 16 hex characters."
     rows = manifest.sort_values("item_id")
     lines = [f"{item}\t{label}\t{split}" for item, label, split in zip(rows.item_id, rows.label, rows.split)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
@@ -138,15 +140,15 @@ def latest_version(engine=None, project: str | None = None) -> str | None:
 def snapshot(
     engine=None,  # database (default: from the settings)
     store=None,  # file store (default: from the settings)
-    project: str = "digits",  # annotation project whose consensus labels to freeze
+    project: str | None = None,  # project whose consensus labels to freeze (None: the store's only one)
     allow_unlabeled: bool = False,  # leave unlabeled items out instead of failing
 ) -> str:
     "Freeze the project's current consensus labels into a dataset version; return its id."
-    from fullstack_ml.annotate import get_project
     from fullstack_ml.labels import consensus
 
     engine, store = engine or connect(), store or open_files()
-    label_set = list(get_project(engine, project)["labels"])
+    definition = get_project(engine, project)  # the version records its project, and freezes its label set
+    project, label_set = definition.name, definition.label_names
     manifest = build_manifest(consensus(engine, project), project_items(engine, project))
     skipped = int(manifest.label.isna().sum()) if allow_unlabeled else 0
     manifest = manifest[manifest.label.notna()].reset_index(drop=True) if allow_unlabeled else manifest
@@ -204,7 +206,7 @@ def describe(version: str | None = None, engine=None) -> dict:
     meta = row["meta"] or {}
     return {"version": row["id"], "parent": row["parent"], "project": row["project"], "counts": row["counts"],
             "created_at": row["created_at"], "manifest_path": row["manifest_path"],
-            "labels": meta.get("labels", LABELS), "warnings": meta.get("warnings", [])}
+            "labels": meta["labels"], "warnings": meta.get("warnings", [])}
 
 
 def list_versions(engine=None) -> list[dict]:
@@ -225,21 +227,22 @@ def diff(a: str, b: str, engine=None, store=None) -> dict:
             "moved": sorted(both[old.loc[both, "split"] != new.loc[both, "split"]])}
 
 # %% ../nbs/04_datasets.ipynb #71b3ca13
-def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:
-    "Store scikit-learn digits `indices` as 64x64 PNG items with weak labels; return their ids (tests, demos)."
+def add_bundled_items(engine, store, project: str, indices, weak_labels: list | None = None,
+                      groups: dict | None = None) -> list:
+    "Store bundled project images at `indices` as items with weak labels; return their ids (tests, demos)."
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    digits, ids, rows = load_digits(), [], []
+    pairs = importlib.import_module(f"fullstack_ml.projects.{project}").images(max(indices, default=-1) + 1)
+    ids, rows = [], []
     for position, index in enumerate(indices):
-        gray = (255 - np.round(digits.images[index] * 255 / 16)).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(np.kron(gray, np.ones((8, 8), np.uint8))).save(buffer, "PNG")
-        item_id = put_blob(store, buffer.getvalue())
-        label = str(digits.target[index]) if weak_labels is None else weak_labels[position]
+        data, truth = pairs[index]
+        item_id = put_blob(store, data)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height, kind = image.width, image.height, image.format
+        label = truth if weak_labels is None else weak_labels[position]
         head = (groups or {}).get(position)  # position of this item's near-duplicate group head
-        rows.append(dict(id=item_id, width=64, height=64, format="PNG", origin="import", created_at=now(),
-                         group_id=ids[head] if head is not None else item_id, caption=f"handwritten digit {label}",
+        rows.append(dict(id=item_id, width=width, height=height, format=kind, origin="import", created_at=now(),
+                         group_id=ids[head] if head is not None else item_id, caption=f"{project}: {label}",
                          weak_label=label, weak_label_source="alt"))
         ids.append(item_id)
     with write_transaction(engine) as conn:
@@ -248,6 +251,11 @@ def add_digit_items(engine, store, indices, weak_labels: list | None = None, gro
         if new:
             conn.execute(items.insert(), new)
     return ids
+
+
+def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:
+    "Deprecated alias, kept until the last callers move to `add_bundled_items(engine, store, 'digits', ...)`."
+    return add_bundled_items(engine, store, "digits", indices, weak_labels, groups)
 
 # %% ../nbs/04_datasets.ipynb #54a515a5
 def export_imagefolder(version: str | None, out_url: str, engine=None, store=None) -> int:
@@ -281,7 +289,7 @@ def dataset_cli():
 
 
 @dataset_cli.command("snapshot")
-@click.option("--project", default="digits", show_default=True)
+@click.option("--project", default=None, help="project to snapshot (default: the only one)")
 @click.option("--allow-unlabeled", is_flag=True, help="leave unlabeled items out instead of failing")
 @click.option("--json", "as_json", is_flag=True)
 def snapshot_command(project, allow_unlabeled, as_json):
@@ -346,7 +354,7 @@ def plot_balance(table: pd.DataFrame):
 
 # %% ../nbs/04_datasets.ipynb #21fb6ca3
 def run_datasets(
-    project: str = "digits",  # annotation project to snapshot
+    project: str | None = None,  # project to snapshot (default: the store's only one)
     allow_unlabeled: bool = False,  # leave unlabeled items out instead of failing
     show: bool = True,  # display the balance table and chart
 ) -> dict:

@@ -19,7 +19,8 @@ from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .datasets import SPLITS, read_manifest, resolve_version
-from .project import LABELS, Preprocessing
+from .preprocessing import Preprocessing
+from .project import get_project
 from .settings import get_settings
 from .store import connect, get_blob, open_files
 
@@ -151,15 +152,15 @@ def load(
     version: str | None = None,  # a version id (or unique prefix, or "latest"); default the latest
     engine=None,  # database (default: from the settings)
     store=None,  # file store (default: from the settings)
-    preprocessing: Preprocessing | None = None,  # the shared preprocessing (default: Preprocessing())
+    preprocessing: Preprocessing | None = None,  # the shared preprocessing (default: from the version's project)
     cache_dir: str | Path | None | bool = True,  # where decoded tensors are kept; True: $FSML_HOME/cache/datasets
 ) -> VersionedDataset:
     "Load a dataset version as torch Datasets per split, images preprocessed (and cached)."
     engine, store = engine or connect(), store or open_files()
-    preprocessing = preprocessing or Preprocessing()
     row = resolve_version(version, engine)
+    preprocessing = preprocessing or Preprocessing.from_spec(get_project(engine, row["project"]).image)
     manifest = read_manifest(row["id"], engine, store)
     cache_dir = get_settings().home / "cache" / "datasets" if cache_dir is True else (cache_dir or None)
     images = _cached_images(row["id"], manifest, store, preprocessing, cache_dir)
-    labels = (row["meta"] or {}).get("labels") or LABELS
+    labels = (row["meta"] or {}).get("labels") or get_project(engine, row["project"]).label_names
     return VersionedDataset(row["id"], row["parent"], manifest, labels, images, preprocessing)

@@ -24,7 +24,7 @@ import fullstack_ml.model
 import fullstack_ml.project
 from .cli import emit
 from .model import Predictor
-from .project import Preprocessing
+from .preprocessing import Preprocessing
 from fullstack_ml.store import (
     aliases, artifacts, connect, is_postgres, now, open_files, sha256_hex, write_transaction,
 )

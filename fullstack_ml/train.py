@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 import fullstack_ml
 from .loader import load
 from .model import MODEL_DEFAULTS, build_model, weights_to_bytes
-from .project import LABELS, Preprocessing
+from .preprocessing import Preprocessing
+from .projects.digits import PROJECT as DIGITS  # until this chapter asks the project
 from .settings import cpu_threads
 from .store import connect, new_id, now, open_files, runs, write_transaction
 
@@ -48,8 +49,8 @@ TRAIN_DEFAULTS = {
 
 def make_config(**overrides) -> dict:
     "A full run config: training defaults, model, preprocessing and labels, with `overrides` applied."
-    config = {**TRAIN_DEFAULTS, "model": dict(MODEL_DEFAULTS), "preprocessing": Preprocessing().config,
-              "labels": list(LABELS)}
+    config = {**TRAIN_DEFAULTS, "model": dict(MODEL_DEFAULTS), "preprocessing": Preprocessing.from_spec(DIGITS.image).config,
+              "labels": list(DIGITS.label_names)}
     for key, value in overrides.items():
         if key not in config:
             raise ValueError(f"unknown training setting {key!r}; expected one of: {', '.join(config)}")

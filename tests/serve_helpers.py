@@ -9,11 +9,12 @@ def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_versio
     "A finished training-run record whose checkpoint is a freshly initialised (untrained) model."
     import torch
     from fullstack_ml.model import build_model, weights_to_bytes
-    from fullstack_ml.project import LABELS, Preprocessing
+    from fullstack_ml.preprocessing import Preprocessing
+    from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
     from fullstack_ml.store import now, runs
 
     torch.manual_seed(seed)
-    config = {"labels": list(LABELS), "preprocessing": Preprocessing().config}
+    config = {"labels": list(DIGITS.label_names), "preprocessing": Preprocessing.from_spec(DIGITS.image).config}
     run_id = f"run-{seed}-{os.urandom(3).hex()}"
     checkpoint = store.write(f"runs/{run_id}/weights.safetensors", weights_to_bytes(build_model(config)))
     with engine.begin() as conn:

@@ -13,13 +13,14 @@ from fullstack_ml.datasets import (
 )
 from fullstack_ml.labels import import_labels, import_weak_labels
 from fullstack_ml.loader import load
-from fullstack_ml.project import LABELS, Preprocessing
+from fullstack_ml.preprocessing import Preprocessing
+from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
 from fullstack_ml.store import annotations, connect, items, now, open_files
 
 
 def labelled_items(engine, store, indices, **kwargs) -> list:
     "Add scikit-learn digits as items with weak labels, queued in the 'digits' project."
-    ensure_project(engine, "digits", LABELS)
+    ensure_project(engine, "digits", DIGITS.label_names)
     ids = add_digit_items(engine, store, indices, **kwargs)
     enqueue(engine, "digits", ids)
     import_weak_labels(engine, "digits")
@@ -111,7 +112,7 @@ def test_a_group_change_that_would_move_an_item_between_splits_fails(fsml_home):
 def test_validate_reports_near_duplicate_leakage():
     manifest = pd.DataFrame({"item_id": ["a", "b"], "label": ["1", "1"], "split": ["train", "test"],
                              "source": "weak", "agreement": float("nan"), "group_id": ["a", "a"]})
-    problems = validate(manifest, LABELS)
+    problems = validate(manifest, DIGITS.label_names)
     assert len(problems) == 1 and "near-duplicate group(s) straddle splits" in problems[0]
 
 
@@ -120,7 +121,7 @@ def test_the_loader_reads_any_fsspec_store_and_caches_decoded_tensors(fsml_home,
     labelled_items(engine, store, range(50))
     version = snapshot(engine, store)
     assert latest_version(engine) == version
-    data = load(version, engine, store, Preprocessing(), cache_dir=tmp_path / "cache")
+    data = load(version, engine, store, Preprocessing.from_spec(DIGITS.image), cache_dir=tmp_path / "cache")
     assert sum(len(part) for part in data.splits.values()) == 50
     x, y = data["train"][0]
     assert x.shape == (1, 8, 8) and 0 <= int(y) < 10
@@ -130,10 +131,10 @@ def test_the_loader_reads_any_fsspec_store_and_caches_decoded_tensors(fsml_home,
     assert len(cached) == 1
     for name in list(store.list("blobs")):  # with the images gone, the cache still answers
         store.fs.rm(store.path(name))
-    again = load(version, engine, store, Preprocessing(), cache_dir=tmp_path / "cache")
+    again = load(version, engine, store, Preprocessing.from_spec(DIGITS.image), cache_dir=tmp_path / "cache")
     assert torch.equal(again["valid"].images, data["valid"].images)
     with pytest.raises(FileNotFoundError):  # but a different preprocessing must decode again
-        load(version, engine, store, Preprocessing(fit="none"), cache_dir=tmp_path / "cache")
+        load(version, engine, store, Preprocessing(side=8, colour="gray", fit="letterbox", invert="auto"), cache_dir=tmp_path / "cache")
 
 
 def test_export_to_parquet_keeps_the_manifest_and_image_bytes(fsml_home, tmp_path):

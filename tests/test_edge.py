@@ -71,32 +71,89 @@ def test_onnx_and_pytorch_agree_on_the_whole_test_split(edge_site):
           f"{np.abs(onnx_scores - torch_scores).max():.2e}")
 
 
-def test_page_preprocessing_equals_python_bit_for_bit(edge_site):
-    "preprocess.js under node, on the RGBA pixels a browser decodes, against fullstack_ml.project.Preprocessing."
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+def js_preprocess(script, images: list, config: dict) -> np.ndarray:
+    "preprocess.js (`script`) under node on the RGBA pixels a browser decodes from each image: (n, values)."
+    from PIL import Image
+
+    cases = []
+    for data in images:
+        image = Image.open(io.BytesIO(data)).convert("RGBA")
+        cases.append({"w": image.width, "h": image.height, "rgba": np.asarray(image).ravel().tolist()})
+    program = ("import { preprocess } from %s;\nlet text = '';\nprocess.stdin.on('data', (d) => text += d);\n"
+               "process.stdin.on('end', () => { const {cases, config} = JSON.parse(text);\n"
+               "  console.log(JSON.stringify(cases.map((c) => Array.from(preprocess(Uint8ClampedArray.from(c.rgba), "
+               "c.w, c.h, config))))); });" % json.dumps(script.as_uri()))
+    done = subprocess.run(["node", "--input-type=module", "-e", program], input=json.dumps(
+        {"cases": cases, "config": config}), capture_output=True, text=True, timeout=300, check=True)
+    return np.asarray(json.loads(done.stdout), dtype=np.float32)
+
+
+def drawn_png() -> bytes:
+    "A canvas drawing: an anti-aliased stroke, off centre, dark on white."
     from PIL import Image, ImageDraw
 
-    from fullstack_ml.project import Preprocessing
-
-    images = [png for _, png, _ in digit_splits()["test"]]
-    drawn = Image.new("RGB", (280, 280), "white")  # a canvas drawing: anti-aliased stroke, off centre
+    drawn = Image.new("RGB", (280, 280), "white")
     ImageDraw.Draw(drawn).line([(60, 30), (150, 240), (200, 90)], fill="black", width=22)
     buffer = io.BytesIO()
     drawn.save(buffer, "PNG")
-    images.append(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def photos(seed: int = 0) -> list:
+    "Colour pictures of odd sizes (wide, tall, smaller than the side, a JPEG, a light and a dark background)."
+    from PIL import Image, ImageDraw
+
+    rng, out = np.random.default_rng(seed), []
+    for width, height, background, kind in [(50, 30, (230, 225, 210), "PNG"), (31, 64, (20, 30, 60), "PNG"),
+                                            (20, 20, (250, 250, 250), "PNG"), (97, 61, (120, 160, 90), "JPEG"),
+                                            (64, 64, (245, 240, 235), "PNG"), (7, 40, (0, 0, 0), "PNG")]:
+        pixels = np.clip(np.asarray(background) + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        ImageDraw.Draw(image).ellipse([width // 5, height // 4, width * 3 // 4, height * 4 // 5],
+                                      fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        buffer = io.BytesIO()
+        image.save(buffer, kind)
+        out.append(buffer.getvalue())
+    return out
+
+
+SPECS = {  # the digits project's spec and colour specs of every fit, inversion and normalisation
+    "digits": None,
+    "rgb-letterbox-normalised": dict(side=32, colour="rgb", fit="letterbox", mean=(0.5, 0.45, 0.4), std=(0.25, 0.24, 0.26)),
+    "rgb-resize-auto-invert": dict(side=24, colour="rgb", fit="resize", invert="auto"),
+    "rgb-box": dict(side=16, colour="rgb", fit="box", invert="auto"),
+    "gray-letterbox-normalised": dict(side=12, colour="gray", fit="letterbox", mean=(0.3,), std=(0.2,)),
+}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_page_preprocessing_equals_python_for_every_spec(spec):
+    "nbs/assets/edge_preprocess.js against fullstack_ml.preprocessing.Preprocessing, bit for bit, per image spec."
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    from fullstack_ml.apps import asset_path
+    from fullstack_ml.preprocessing import Preprocessing
+    from fullstack_ml.project import ImageSpec, bundled_project
+
+    image_spec = bundled_project("digits").image if SPECS[spec] is None else ImageSpec(**SPECS[spec])
+    config = json.loads(json.dumps(Preprocessing.from_spec(image_spec).config))  # as the manifest carries it
+    images = [png for _, png, _ in digit_splits()["test"][:40]] + [drawn_png()] + photos()
+    from_js = js_preprocess(asset_path("edge_preprocess.js"), images, config)
+    from_python = Preprocessing.from_config(config).batch(images).numpy()
+    assert from_python.shape == (len(images), image_spec.channels, image_spec.side, image_spec.side)
+    assert from_js.shape == (len(images), from_python[0].size)
+    assert np.array_equal(from_js, from_python.reshape(len(images), -1))
+
+
+def test_page_preprocessing_equals_python_bit_for_bit(edge_site):
+    "The site's preprocess.js with its model.json config, on the whole test split and a drawing, against Python."
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    from fullstack_ml.preprocessing import Preprocessing
+
+    images = [png for _, png, _ in digit_splits()["test"]] + [drawn_png()]
     config = json.loads((edge_site["dir"] / "model.json").read_text())["preprocessing"]
-    cases = []
-    for png in images:
-        image = Image.open(io.BytesIO(png)).convert("RGBA")
-        cases.append({"w": image.width, "h": image.height, "rgba": np.asarray(image).ravel().tolist()})
-    script = ("import { preprocess } from %s;\nlet text = '';\nprocess.stdin.on('data', (d) => text += d);\n"
-              "process.stdin.on('end', () => { const {cases, config} = JSON.parse(text);\n"
-              "  console.log(JSON.stringify(cases.map((c) => Array.from(preprocess(Uint8ClampedArray.from(c.rgba), "
-              "c.w, c.h, config))))); });" % json.dumps((edge_site["dir"] / "preprocess.js").as_uri()))
-    done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(
-        {"cases": cases, "config": config}), capture_output=True, text=True, timeout=300, check=True)
-    from_js = np.asarray(json.loads(done.stdout), dtype=np.float32)
+    from_js = js_preprocess(edge_site["dir"] / "preprocess.js", images, config)
     from_python = Preprocessing.from_config(config).batch(images).numpy().reshape(len(images), -1)
     assert from_js.shape == from_python.shape
     assert np.array_equal(from_js, from_python)

@@ -14,7 +14,7 @@ from fullstack_ml.annotate import enqueue, ensure_project
 from fullstack_ml.datasets import add_digit_items, snapshot
 from fullstack_ml.labels import import_weak_labels
 from fullstack_ml.model import build_model
-from fullstack_ml.project import LABELS
+from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
 from fullstack_ml.registry import load_run
 from fullstack_ml.store import annotations, connect, now, open_files, runs
 from fullstack_ml.train import _load_checkpoint, _save_checkpoint, benchmark_data, fit, get_run, make_config, train
@@ -22,7 +22,7 @@ from fullstack_ml.train import _load_checkpoint, _save_checkpoint, benchmark_dat
 SMALL = {"model": {"width": 8}, "batch_size": 32}
 
 
-def make_dataset(n: int = 120, labels=LABELS) -> str:
+def make_dataset(n: int = 120, labels=DIGITS.label_names) -> str:
     "A dataset version of `n` scikit-learn digits with their weak labels, in the current FSML_HOME."
     engine, store = connect(), open_files()
     ensure_project(engine, "digits", labels)
@@ -77,18 +77,18 @@ def test_the_run_record_names_its_dataset_version_and_finds_its_weights(fsml_hom
     assert summary["dataset"] == version
     run = get_run(connect(), summary["run_id"])
     assert (run["dataset_version"], run["kind"], run["status"]) == (version, "train", "done")
-    assert run["package_version"] and run["config"]["labels"] == LABELS
+    assert run["package_version"] and run["config"]["labels"] == DIGITS.label_names
     assert run["metrics"]["val_accuracy"] == summary["val_accuracy"] and run["meta"]["timings"]["train_s"] > 0
     assert run["checkpoint_path"].endswith("weights.safetensors") and open_files().exists(run["checkpoint_path"])
     loaded = load_run(summary["run_id"])
     assert (loaded.name, loaded.version, loaded.manifest["run_id"]) == (summary["run_id"], None, summary["run_id"])
     answers = loaded.predictor.predict([torch.zeros(8, 8).numpy()])
-    assert set(answers[0]["scores"]) == set(LABELS)
+    assert set(answers[0]["scores"]) == set(DIGITS.label_names)
 
 
 def test_a_dataset_with_a_label_the_model_does_not_know_fails_clearly(fsml_home):
     engine = connect()
-    make_dataset(40, labels=LABELS + ["x"])  # a project whose label set has an eleventh label
+    make_dataset(40, labels=DIGITS.label_names + ["x"])  # a project whose label set has an eleventh label
     from fullstack_ml.datasets import read_manifest
 
     item = read_manifest().item_id[0]
