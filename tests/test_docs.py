@@ -29,7 +29,8 @@ def site(tmp_path_factory):
 
 def chapter_notebooks() -> list[str]:
     return ["index.ipynb", *sorted(p.relative_to(REPO / "nbs").as_posix()
-                                   for p in [*(REPO / "nbs").glob("[0-9]*.ipynb"), *(REPO / "nbs" / "core").glob("*.ipynb")])]
+                                   for folder, pattern in [("", "[0-9]*.ipynb"), ("core", "*.ipynb"), ("projects", "*.ipynb")]
+                                   for p in (REPO / "nbs" / folder).glob(pattern))]
 
 
 @pytest.mark.slow

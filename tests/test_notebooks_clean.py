@@ -55,9 +55,10 @@ def test_the_readme_and_the_front_page_map_every_chapter():
     for path in sorted((REPO / "nbs").glob("[0-9]*.ipynb")):
         assert f"`{path.stem}`" in readme, f"README's map lacks {path.name}"
         assert f"`{path.stem}`" in front, f"nbs/index.ipynb's map lacks {path.name}"
-    for path in sorted((REPO / "nbs" / "core").glob("*.ipynb")):
-        assert f"`core/{path.stem}`" in readme or f"core/{path.stem}`" in readme, f"README's map lacks core/{path.name}"
-        assert f"`{path.stem}`" in front, f"nbs/index.ipynb's map lacks core/{path.name}"
+    for folder in ("core", "projects"):
+        for path in sorted((REPO / "nbs" / folder).glob("*.ipynb")):
+            assert f"{folder}/{path.stem}`" in readme, f"README's map lacks {folder}/{path.name}"
+            assert f"`{path.stem}`" in front or f"{folder}/{path.stem}`" in front, f"index's map lacks {folder}/{path.name}"
     for named in re.findall(r"`(nbs/[^`\s]+)`", readme):  # every file the README points at exists
         assert list(REPO.glob(named)), named
 

@@ -31,16 +31,17 @@ import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
 NBS = REPO / "nbs"
-JOBS = {"01": "1 Frame", "core": "The house (library)", "02": "2 Collect", "03": "3 Annotate",
+JOBS = {"01": "1 Frame", "projects": "1 Frame", "core": "The house (library)", "02": "2 Collect", "03": "3 Annotate",
         "04": "4 Version and load", "05": "5 Train", "06": "6 Evaluate", "07": "7 Serve", "08": "7 Serve",
         "09": "7 Serve"}
 SKIPPED = re.compile(r"^#\|\s*(eval:\s*false|notest)\b", re.MULTILINE)  # cells nbdev-test does not run
 
 
 def chapters() -> list[Path]:
-    "Every chapter, in course order: the frame, the house (core/), then the jobs by number."
+    "Every chapter, in course order: the frame and its project, the house (core/), then the jobs by number."
     numbered = sorted(p for p in NBS.glob("[0-9]*.ipynb"))
-    return [NBS / "index.ipynb", *sorted((NBS / "core").glob("*.ipynb")), *numbered]
+    return [NBS / "index.ipynb", *sorted((NBS / "projects").glob("*.ipynb")), *sorted((NBS / "core").glob("*.ipynb")),
+            *numbered]
 
 
 def page_name(chapter: Path) -> str:
@@ -50,7 +51,8 @@ def page_name(chapter: Path) -> str:
 
 
 def job_of(chapter: Path) -> str:
-    return JOBS["core"] if chapter.parent.name == "core" else JOBS.get(page_name(chapter)[:2], "other")
+    folder = chapter.parent.name
+    return JOBS[folder] if folder in ("core", "projects") else JOBS.get(page_name(chapter)[:2], "other")
 
 
 def describe(notebook) -> dict:
