@@ -12,6 +12,7 @@ __all__ = ['HUMAN_KINDS', 'LEASE_S', 'Priority', 'ensure_project', 'get_project'
 import os
 import random
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import IntEnum
 from functools import cache
 
@@ -24,8 +25,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .auth import User, require
+from .project import Label, Project, bundled_project, save_project
+from .project import get_project as get_definition
 from fullstack_ml.store import (
-    annotations, dialect_insert, insert_new, is_postgres, items, leases, now, projects, tasks, write_transaction,
+    annotations, dialect_insert, insert_new, is_postgres, items, leases, now, tasks, write_transaction,
 )
 
 # %% ../nbs/03_annotate.ipynb #3a88f1c8
@@ -45,40 +48,35 @@ _projects: dict = {}  # (database url, project) -> project dict; label sets neve
 
 def ensure_project(
     engine: Engine,
-    name: str = "digits",
-    labels: list | None = None,  # the label set (default: the product's, `fullstack_ml.project.LABELS`)
+    name: str,
+    labels: list | None = None,  # label names or `Label`s (default: the stored project's, else the bundled one's)
     overlap: int = 1,  # people per item
 ) -> dict:
     "Create project `name` (or check its label set) and set its default overlap; return it as a dict."
-    if labels is None:
-        from fullstack_ml.project import LABELS as labels  # here, not at the top: `project` imports torch
-    labels = [str(label) for label in labels]
-    if not name or not labels or len(set(labels)) != len(labels):
-        raise ValueError(f"a project needs a name and distinct labels; got {name!r} with labels {labels}")
     if int(overlap) < 1:
         raise ValueError(f"overlap is how many people label each item, at least 1; got {overlap}")
-    with write_transaction(engine) as conn:  # two creators at once: the first insert wins, both then check it
-        insert_new(conn, projects, [{"name": name, "labels": labels, "overlap": int(overlap), "created_at": now()}])
-        row = conn.execute(sa.select(projects).where(projects.c.name == name)).mappings().one()
-        if list(row["labels"]) != labels:
-            raise ValueError(f"project {name!r} has labels {list(row['labels'])}, not {labels}; "
-                             "use the same labels or another project name")
-        elif row["overlap"] != int(overlap):
-            conn.execute(projects.update().where(projects.c.name == name).values(overlap=int(overlap)))
+    try:
+        definition = get_definition(engine, name)
+    except ValueError:  # not in the store yet: from `labels` (keys by `default_keys`), else the bundled one
+        definition = Project(name, tuple(labels)) if labels is not None else bundled_project(name)
+    names = [label.name if isinstance(label, Label) else str(label) for label in (labels or [])]
+    if labels is not None and names != definition.label_names:
+        raise ValueError(f"project {name!r} has labels {definition.label_names}, not {names}; "
+                         "use the same labels or another project name")
+    save_project(engine, replace(definition, overlap=int(overlap)))  # two creators at once: both check the labels
     _projects.pop((str(engine.url), name), None)
     return get_project(engine, name)
 
 
-def get_project(engine: Engine, name: str) -> dict:
-    "The project `name` as a dict (name, labels, overlap)."
+def get_project(engine: Engine, name: str | None = None) -> dict:
+    "Project `name` (None: the only one) as a dict: name, labels, keys, descriptions, overlap."
     key = (str(engine.url), name)
-    if key not in _projects:
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
-        if row is None:
-            raise ValueError(f"no annotation project {name!r}; create it with ensure_project() or run "
-                             "`fsml pipeline --stages collect,annotate`")
-        _projects[key] = {"name": row["name"], "labels": list(row["labels"]), "overlap": row["overlap"]}
+    if name is None or key not in _projects:
+        definition = get_definition(engine, name)  # ValueError: no such project, or several and no name
+        key = (str(engine.url), definition.name)
+        _projects[key] = {"name": definition.name, "labels": list(definition.label_names),
+                          "keys": list(definition.keys), "descriptions": [l.description for l in definition.labels],
+                          "overlap": int(definition.overlap)}
     return dict(_projects[key])
 
 # %% ../nbs/03_annotate.ipynb #f9610747
@@ -198,7 +196,7 @@ def _unknown_items(conn, item_ids: list) -> list:
 
 def enqueue(
     engine: Engine,
-    project: str,  # the project's name, e.g. "digits"
+    project: str,  # the project's name
     item_ids: list,  # ids of items (rows of `items`) to label
     priority: int = Priority.ROUTINE,  # higher is served first (see `Priority`)
     reason: str | None = None,  # why they are queued, shown to reviewers
@@ -477,7 +475,7 @@ def undo(
         return last.item_id
 
 # %% ../nbs/03_annotate.ipynb #c2df12d5
-def queue_counts(engine: Engine, project: str = "digits") -> dict:
+def queue_counts(engine: Engine, project: str) -> dict:
     "Open work in a project's queue: `remaining` (items waiting for labels) and `in_progress` (leased now)."
     with engine.connect() as conn:
         remaining = conn.execute(sa.select(sa.func.count()).where(tasks.c.project == project)).scalar()

@@ -31,7 +31,7 @@ from .store import annotations, connect, is_postgres, items, now, tasks
 LABEL_KINDS = ("label", "import", "review", "feedback", "weak")  # annotation kinds that carry a label
 
 # %% ../nbs/03a_labels.ipynb #c85e22d5
-def import_weak_labels(engine: Engine, project: str = "digits") -> int:
+def import_weak_labels(engine: Engine, project: str) -> int:
     "Record each item's weak label (from the crawl) as a `weak` annotation, once; return how many were added."
     labels = set(get_project(engine, project)["labels"])
     with _queue_transaction(engine) as conn:
@@ -91,7 +91,7 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
     return len(rows)
 
 # %% ../nbs/03a_labels.ipynb #5b8c82e2
-def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
+def annotation_history(engine: Engine, project: str) -> pd.DataFrame:
     "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
     with engine.connect() as conn:
@@ -102,14 +102,14 @@ def annotation_history(engine: Engine, project: str = "digits") -> pd.DataFrame:
     return history
 
 
-def current_labels(engine: Engine, project: str = "digits", kinds: tuple = LABEL_KINDS) -> pd.DataFrame:
+def current_labels(engine: Engine, project: str, kinds: tuple = LABEL_KINDS) -> pd.DataFrame:
     "The labels that count now: not undone, the latest per item, annotator and kind."
     history = annotation_history(engine, project)
     current = history[~history["undone"] & history["kind"].isin(kinds)]
     return current.drop_duplicates(["item_id", "annotator", "kind"], keep="last").reset_index(drop=True)
 
 
-def export_labels(engine: Engine, project: str = "digits", history: bool = False) -> list:
+def export_labels(engine: Engine, project: str, history: bool = False) -> list:
     "Labels as JSON-able dicts (item, annotator, label, kind, seconds, created_at); all rows with `history`."
     frame = annotation_history(engine, project) if history else current_labels(engine, project)
     frame = frame.rename(columns={"item_id": "item"})
@@ -134,7 +134,7 @@ def _decide(votes: list, weak: str | None, review: str | None) -> tuple:
     return weak, "weak", float("nan"), 0
 
 
-def consensus(engine: Engine, project: str = "digits") -> pd.DataFrame:
+def consensus(engine: Engine, project: str) -> pd.DataFrame:
     "One label per labelled item: review, else human majority, else weak; columns as `CONSENSUS_COLUMNS`."
     current = current_labels(engine, project)
     votes, weak, review, hinted = defaultdict(list), {}, {}, set()
@@ -180,7 +180,7 @@ def fleiss_kappa(item_counts: list) -> float:
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
 # %% ../nbs/03a_labels.ipynb #147a3f59
-def agreement(engine: Engine, project: str = "digits") -> dict:
+def agreement(engine: Engine, project: str) -> dict:
     "Pairwise Cohen's κ, their mean, and Fleiss' κ over items with 2+ human labels."
     human = current_labels(engine, project, kinds=HUMAN_KINDS)
     by_item = {item_id: dict(zip(group.annotator, group.label)) for item_id, group in human.groupby("item_id")}
@@ -199,7 +199,7 @@ def agreement(engine: Engine, project: str = "digits") -> dict:
             "fleiss_kappa": fleiss}
 
 
-def review_queue(engine: Engine, project: str = "digits") -> pd.DataFrame:
+def review_queue(engine: Engine, project: str) -> pd.DataFrame:
     "Items whose human labels disagree and that no reviewer has decided yet, least agreement first."
     table = consensus(engine, project)
     todo = table[(table.source == "human") & (table.n_labels >= 2) & (table.agreement < 1)]
@@ -236,7 +236,7 @@ def review(
                             ).inserted_primary_key[0]
 
 # %% ../nbs/03a_labels.ipynb #6c44a654
-def annotator_stats(engine: Engine, project: str = "digits") -> list:
+def annotator_stats(engine: Engine, project: str) -> list:
     "Per annotator: labels, skips, labels per hour (of time on screen) and agreement with the consensus."
     history = annotation_history(engine, project)
     current = history[~history["undone"] & history["kind"].isin(("label", "skip"))]
@@ -255,7 +255,7 @@ def annotator_stats(engine: Engine, project: str = "digits") -> list:
     return stats
 
 # %% ../nbs/03a_labels.ipynb #447c32c4
-def status(engine: Engine, project: str = "digits") -> dict:
+def status(engine: Engine, project: str) -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
     get_project(engine, project)
     table = consensus(engine, project)
@@ -292,8 +292,8 @@ def _audit_share(item_id: str, share: float) -> bool:
 
 # %% ../nbs/03a_labels.ipynb #42dbb85b
 def run_annotate(
-    project: str = "digits",  # annotation project
-    labels: list | None = None,  # its label set (default: the product's, `fullstack_ml.project.LABELS`)
+    project: str | None = None,  # the project's name (None: the store's only project)
+    labels: list | None = None,  # its label names, for a new project (default: the bundled project's)
     overlap: int = 1,  # people per item
     audit_share: float = 0.0,  # share of items labelled by `audit_overlap` people, to measure agreement
     audit_overlap: int = 3,
@@ -302,6 +302,7 @@ def run_annotate(
 ) -> dict:
     "Queue new items, import weak (and optional file) labels, and report progress and agreement."
     engine = connect()
+    project = project or get_project(engine)["name"]
     labels = ensure_project(engine, project, labels, overlap)["labels"]
     with engine.connect() as conn:
         all_ids = list(conn.execute(sa.select(items.c.id).order_by(items.c.created_at, items.c.id)).scalars())

@@ -14,9 +14,9 @@ from conftest import fsml
 
 from fullstack_ml import store
 from fullstack_ml.annotate import Priority, claim, enqueue, ensure_project, submit
-from fullstack_ml.project import LABELS
 from fullstack_ml.store import annotations, connect, items, now, sha256_hex, tasks
 
+LABELS = [str(d) for d in range(10)]  # the digit-like project these tests make: each label is its own key
 WORKERS = 16
 fork = multiprocessing.get_context("fork")  # fast on 2 cores; each child opens its own connections
 
@@ -146,9 +146,20 @@ def test_sigkilled_annotator_loses_its_lease(db_url):
     assert stored_labels(db_url, "digits") == [(item_id, "survivor", "4")]
 
 
-def test_module_stays_torch_free():
-    code = "import sys, fullstack_ml.annotate_app; assert 'torch' not in sys.modules, 'the annotation app imported torch'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_the_app_kernel_stays_torch_free(fsml_home):
+    "Build the app as its Voila kernel does (an RGB project with word labels) and look at what was imported."
+    from fullstack_ml.project import Label, Project, save_project
+
+    engine = connect()
+    save_project(engine, Project("pets", (Label("cat", "c", "any cat"), Label("dog", "d")), overlap=1))
+    code = ("import sys\n"
+            "from fullstack_ml.annotate_app import annotation_app\n"
+            "from fullstack_ml.auth import User\n"
+            "page = annotation_app(user=User('ann', 'annotator')).children[0]\n"
+            "assert (page.project, page.labels, page.hotkeys, page.descriptions) == "
+            "('pets', ['cat', 'dog'], ['c', 'd'], ['any cat', '']), page\n"
+            "assert 'torch' not in sys.modules, 'the annotation app imported torch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 
 
 def test_cli_status_export_import(fsml_home, tmp_path):

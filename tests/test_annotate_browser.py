@@ -1,5 +1,6 @@
 """The annotation app in a real browser: Voila + headless Chromium, two annotators labelling by keyboard at once,
-each named by their own token (never by the URL), a reviewer, and query parameters that stay text."""
+each named by their own token (never by the URL), a reviewer, query parameters that stay text, and a project that is
+not digits: colour images with word labels keyed by the project, and a type-to-filter picker for many labels."""
 import io
 import os
 import random
@@ -15,8 +16,10 @@ from PIL import Image, ImageDraw
 from fullstack_ml.annotate import enqueue, ensure_project
 from fullstack_ml.auth import add_user
 from fullstack_ml.labels import annotation_history, current_labels
-from fullstack_ml.project import LABELS
 from fullstack_ml.store import connect, items, now, open_files, put_blob
+
+
+LABELS = [str(d) for d in range(10)]  # the digit-like project these tests make: each label is its own key
 
 
 def make_digit_items(n: int, project: str = "digits") -> list:
@@ -235,6 +238,120 @@ def test_html_in_query_parameters_renders_as_text(fsml_home, browser):
             page.wait_for_selector('text=<b id="injected">bold</b>', timeout=60_000)  # shown as the text it is
             assert page.query_selector("#injected") is None and page.query_selector("img[src=x]") is None
             assert page.evaluate("() => window.__xss") is None
+    finally:
+        context.close()
+        stop(proc)
+
+
+WORDS = ["cat", "dog", "bird", "fish", "horse", "sheep"]  # a second project: word labels, colour photos
+
+
+def make_colour_items(project: str, labels: list, n: int, side: int = 40, big: int = 0) -> list:
+    "Create `project` (keys from `default_keys`); store `n` side x side colour PNGs and `big` photos; queue them."
+    from fullstack_ml.project import Label, Project, default_keys, save_project
+
+    engine, files = connect(), open_files()
+    keys = default_keys(labels)
+    save_project(engine, Project(project, tuple(Label(name, key, f"a photo of a {name}")
+                                                for name, key in zip(labels, keys)), overlap=1))
+    rng = random.Random(7)
+    rows = []
+    for i in range(n + big):
+        size = (2000, 1500) if i >= n else (side, side)
+        image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):  # blobs of colour: an RGB image, not gray
+            x, y = rng.randrange(size[0]), rng.randrange(size[1])
+            draw.ellipse((x, y, x + size[0] // 3, y + size[1] // 3), fill=tuple(rng.randrange(256) for _ in range(3)))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        rows.append({"id": put_blob(files, buffer.getvalue()), "width": size[0], "height": size[1], "format": "PNG",
+                     "created_at": now()})
+    with engine.begin() as conn:
+        conn.execute(items.insert(), rows)
+    enqueue(engine, project, [row["id"] for row in rows])
+    return [row["id"] for row in rows]
+
+
+@pytest.mark.slow
+def test_a_second_project_is_labelled_with_its_own_keys(fsml_home, browser, artifacts_dir):
+    from fullstack_ml.project import default_keys
+
+    ids = make_colour_items("pets", WORDS, 8, big=1)
+    keys = default_keys(WORDS)
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")  # no --project: the store's only project
+    context = browser.new_context(viewport={"width": 900, "height": 760})
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        shown_item(page)
+        assert page.text_content(".fsml-who").endswith("· pets")
+        buttons = page.query_selector_all(".fsml-buttons .fsml-label")
+        assert [b.query_selector(".fsml-name").text_content() for b in buttons] == WORDS  # names, not numbers
+        assert [b.query_selector("kbd").text_content() for b in buttons] == keys  # the project's keys
+        assert buttons[0].get_attribute("title") == "a photo of a cat"  # the description as a tooltip ...
+        assert page.text_content(".fsml-legend").count("a photo of a") == len(WORDS)  # ... and in the legend
+        pressed, rng = {}, random.Random(1)
+        for _ in ids:
+            item = shown_item(page)
+            box = page.eval_on_selector(".fsml-image", "e => { const r = e.getBoundingClientRect(); return "
+                                        "[r.width, r.height, r.bottom, window.innerHeight, e.naturalWidth, "
+                                        "e.className] }")
+            width, height, bottom, viewport, natural, classes = box
+            assert min(width, height) >= 300 and bottom <= viewport  # readable, and inside the window
+            assert ("fsml-pixelated" in classes) == (natural == 40)  # tiny: sharp pixels; a photo: smooth
+            if natural == 40:
+                page.screenshot(path=str(artifacts_dir / "annotate_rgb.png"))
+            choice = rng.randrange(len(WORDS))
+            if len(pressed) == len(ids) - 1:  # the last one: the page shows "all done" instead of a new item
+                page.keyboard.press(keys[choice])
+                page.wait_for_selector(".fsml-empty:has-text('all done')", timeout=30_000)
+            else:
+                press_and_wait(page, keys[choice], item)
+            pressed[item] = WORDS[choice]
+        deadline = time.time() + 30
+        while len(stored := current_labels(connect(), "pets", kinds=("label",))) < len(ids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert dict(zip(stored.item_id, stored.label)) == pressed  # the word of each key, on the item shown
+        assert set(pressed) == set(ids)
+    finally:
+        context.close()
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_many_labels_are_picked_by_typing(fsml_home, browser):
+    labels = [f"{word}-{kind}" for word in ("oak", "elm", "ash", "fir", "yew", "pine", "birch", "beech")
+              for kind in ("leaf", "bark", "seed", "bud", "twig")]  # 40 labels: more than there are keys
+    (item, second) = make_colour_items("trees", labels, 2)
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        first = shown_item(page)
+        assert page.is_visible(".fsml-filter")  # more labels than a row of keys: the picker is there
+        page.keyboard.press("/")  # focus the filter
+        page.keyboard.type("see")
+        matches = page.get_attribute(".fsml-annotate", "data-matches").split("\n")
+        assert matches == [f"{word}-seed" for word in ("oak", "elm", "ash", "fir", "yew", "pine", "birch", "beech")]
+        assert page.query_selector('.fsml-label[data-label="beech-seed"] kbd') is None  # it has no key of its own
+        page.fill(".fsml-filter", "beech-s")
+        page.keyboard.press("Enter")
+        page.wait_for_function("(b) => document.querySelector('.fsml-annotate').dataset.item !== b", arg=first,
+                               timeout=30_000)
+        assert page.input_value(".fsml-filter") == ""  # cleared for the next item
+        page.focus(".fsml-filter")
+        page.keyboard.type("pine")
+        page.keyboard.press("ArrowDown")  # pine-leaf, then pine-bark
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".fsml-empty:has-text('all done')", timeout=30_000)
+        deadline = time.time() + 30
+        while len(stored := current_labels(connect(), "trees", kinds=("label",))) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert dict(zip(stored.item_id, stored.label)) == {first: "beech-seed", ({item, second} - {first}).pop(): "pine-bark"}
     finally:
         context.close()
         stop(proc)

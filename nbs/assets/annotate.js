@@ -1,6 +1,12 @@
 // The annotation page: a local queue of decoded images, one key per decision, undo; talks to an
 // AnnotationSession (fullstack_ml.annotate_app) through custom messages. Text is set with textContent only.
+// Keys come from the project (`hotkeys`, one per label, "" for a label reached only through the picker);
+// skip and undo take the first of their keys that no label uses. With more labels than keys, a filter box
+// ("/" or any other letter to start typing, Enter to choose the first match, Escape to leave) picks by name.
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
+function freeKey(candidates, taken) { return candidates.find(k => !taken.has(k.toLowerCase())) || null; }
+const SMALL_SIDE = 256;  // images no bigger than this are scaled up with visible pixels, not blurred
+
 function render({ model, el: host }) {
   const root = el('div', 'fsml-annotate');
   const header = el('div', 'fsml-header');
@@ -10,24 +16,68 @@ function render({ model, el: host }) {
   const stage = el('div', 'fsml-stage');
   const img = el('img', 'fsml-image'); img.alt = 'item to label';
   const empty = el('div', 'fsml-empty', 'loading…');
-  stage.append(img, empty);
+  const size = el('div', 'fsml-size', '');
+  stage.append(img, empty, size);
   const hintBox = el('label', 'fsml-hint-toggle'); const hintCheck = el('input'); hintCheck.type = 'checkbox';
   hintCheck.checked = model.get('show_hint'); hintBox.append(hintCheck, document.createTextNode(' show hint'));
   const hint = el('div', 'fsml-hint', '');
   const bar = el('div', 'fsml-buttons');
-  const labels = model.get('labels'), keys = model.get('hotkeys'), keyToLabel = {};
+  const labels = model.get('labels'), keys = model.get('hotkeys'), descriptions = model.get('descriptions') || [];
+  const keyToLabel = Object.create(null), taken = new Set();
   labels.forEach((label, i) => {
     const b = el('button', 'fsml-label'); b.dataset.label = label;
-    if (keys[i]) { keyToLabel[keys[i]] = label; b.append(el('kbd', null, keys[i])); }
-    b.append(document.createTextNode(' ' + label)); b.onclick = () => act('label', label, performance.now()); bar.append(b);
+    if (keys[i]) { keyToLabel[keys[i]] = label; taken.add(keys[i].toLowerCase()); b.append(el('kbd', null, keys[i])); }
+    b.append(el('span', 'fsml-name', label));
+    if (descriptions[i]) b.title = descriptions[i];
+    b.onclick = () => act('label', label, performance.now()); bar.append(b);
   });
+  const skipKey = freeKey(['s', '-', '.'], taken), undoKey = freeKey(['z', ','], taken);
   const tools = el('div', 'fsml-tools');
-  const undoB = el('button', 'fsml-undo'); undoB.append(el('kbd', null, '⌫/Z'), document.createTextNode(' undo'));
-  const skipB = el('button', 'fsml-skip'); skipB.append(el('kbd', null, 'S'), document.createTextNode(' skip'));
+  const undoB = el('button', 'fsml-undo'); undoB.append(el('kbd', null, '⌫' + (undoKey ? '/' + undoKey.toUpperCase() : '')), document.createTextNode(' undo'));
+  const skipB = el('button', 'fsml-skip'); skipB.append(el('kbd', null, (skipKey || '').toUpperCase()), document.createTextNode(' skip'));
   undoB.onclick = () => undo(performance.now()); skipB.onclick = () => act('skip', null, performance.now());
   tools.append(undoB, skipB, hintBox);
+  // the picker: every label by name, for projects with more labels than keys (or to find one by name)
+  const keyless = labels.filter((_, i) => !keys[i]).length;
+  const picker = el('div', 'fsml-picker');
+  const filter = el('input', 'fsml-filter'); filter.type = 'text'; filter.placeholder = 'type to find a label (/), Enter to choose';
+  filter.setAttribute('aria-label', 'find a label');
+  const matches = el('div', 'fsml-matches');
+  picker.append(filter, matches);
+  if (keyless === 0 && labels.length <= 10) picker.style.display = 'none';
+  if (descriptions.some(d => d)) {  // a legend: what each label means, for the annotator's first hour
+    const legend = el('details', 'fsml-legend'); legend.append(el('summary', null, 'label guide'));
+    const list = el('dl');
+    labels.forEach((label, i) => { if (descriptions[i]) list.append(el('dt', null, label), el('dd', null, descriptions[i])); });
+    legend.append(list); tools.append(legend);
+  }
   const notice = el('div', 'fsml-notice', '');
-  root.append(header, stage, hint, bar, tools, notice); host.append(root);
+  root.append(header, stage, hint, bar, picker, tools, notice); host.append(root);
+
+  let chosen = 0;  // index among the current matches that Enter picks
+  function filtered() {
+    const text = filter.value.trim().toLowerCase();
+    if (!text) return [];
+    const starts = labels.filter(l => l.toLowerCase().startsWith(text));
+    return starts.concat(labels.filter(l => !l.toLowerCase().startsWith(text) && l.toLowerCase().includes(text)));
+  }
+  function showMatches() {
+    const found = filtered(); chosen = Math.min(chosen, Math.max(0, found.length - 1));
+    matches.replaceChildren(...found.slice(0, 12).map((label, i) => {
+      const b = el('button', 'fsml-match' + (i === chosen ? ' fsml-chosen' : ''), label); b.dataset.label = label;
+      const d = descriptions[labels.indexOf(label)]; if (d) b.title = d;
+      b.onclick = () => { pick(label); }; return b; }));
+    root.dataset.matches = found.join('\n');
+  }
+  function pick(label) { filter.value = ''; chosen = 0; showMatches(); filter.blur(); act('label', label, performance.now()); }
+  filter.addEventListener('input', () => { chosen = 0; showMatches(); });
+  filter.addEventListener('keydown', (e) => {
+    const found = filtered();
+    if (e.key === 'Enter') { e.preventDefault(); if (found.length) pick(found[chosen]); }
+    else if (e.key === 'Escape') { e.preventDefault(); filter.value = ''; showMatches(); filter.blur(); }
+    else if (e.key === 'ArrowDown') { e.preventDefault(); chosen = Math.min(chosen + 1, found.length - 1); showMatches(); }
+    else if (e.key === 'ArrowUp') { e.preventDefault(); chosen = Math.max(chosen - 1, 0); showMatches(); }
+  });
 
   let queue = [], current = null, shownAt = 0, done = 0, remaining = null, exhausted = false, pending = null;
   const history = [], started = performance.now();
@@ -41,9 +91,13 @@ function render({ model, el: host }) {
   }
   function show(item) {
     current = item || null;
-    if (current) { img.src = current.src; img.dataset.item = current.id; img.style.visibility = 'visible'; empty.textContent = '';
+    if (current) {
+      const w = current.image ? current.image.naturalWidth : 0, h = current.image ? current.image.naturalHeight : 0;
+      img.classList.toggle('fsml-pixelated', w > 0 && Math.max(w, h) <= SMALL_SIDE);  // tiny: crisp pixels, scaled up
+      img.src = current.src; img.dataset.item = current.id; img.style.visibility = 'visible'; empty.textContent = '';
+      size.textContent = w ? w + '×' + h : '';
       hint.textContent = hintCheck.checked && current.hint != null ? current.hint : ''; }
-    else { img.removeAttribute('src'); img.dataset.item = ''; img.style.visibility = 'hidden';
+    else { img.removeAttribute('src'); img.dataset.item = ''; img.style.visibility = 'hidden'; size.textContent = '';
       empty.textContent = exhausted ? 'all done, thank you!' : 'loading…'; hint.textContent = ''; }
     shownAt = performance.now(); root.dataset.item = current ? current.id : ''; updateStatus();
   }
@@ -79,10 +133,12 @@ function render({ model, el: host }) {
     if (!root.isConnected) return;
     const tag = (e.target && e.target.tagName || '').toLowerCase();
     if (tag === 'input' || tag === 'textarea' || e.ctrlKey || e.metaKey || e.altKey) return;
-    const t0 = performance.now();
-    if (e.key in keyToLabel) { e.preventDefault(); act('label', keyToLabel[e.key], t0); }
-    else if (e.key === 'Backspace' || e.key === 'z' || e.key === 'Z') { e.preventDefault(); undo(t0); }
-    else if (e.key === 's' || e.key === 'S') { e.preventDefault(); act('skip', null, t0); }
+    const t0 = performance.now(), key = e.key;
+    if (Object.hasOwn(keyToLabel, key)) { e.preventDefault(); act('label', keyToLabel[key], t0); }
+    else if (key === 'Backspace' || (undoKey && key.toLowerCase() === undoKey)) { e.preventDefault(); undo(t0); }
+    else if (skipKey && key.toLowerCase() === skipKey) { e.preventDefault(); act('skip', null, t0); }
+    else if (picker.style.display !== 'none' && (key === '/' || /^[\p{L}\p{N}]$/u.test(key))) {
+      e.preventDefault(); filter.focus(); if (key !== '/') { filter.value += key; chosen = 0; showMatches(); } }
   };
   document.addEventListener('keydown', onKey);
   const beat = setInterval(() => model.send({ type: 'heartbeat', current: current ? current.id : null }),
