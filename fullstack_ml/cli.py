@@ -50,6 +50,7 @@ SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the sub
     "serve": ("fullstack_ml.serve", "serve_cli", "The HTTP API and the queue's workers."),
     "demo": ("fullstack_ml.demo", "demo_cli", "The demo app, and a static page that runs the model in a browser."),
     "users": ("fullstack_ml.auth", "users_cli", "Add, list and revoke users: roles and their own secrets."),
+    "project": ("fullstack_ml.project", "project_cli", "Create, list and show projects: labels, keys, image spec, model."),
 }
 
 
@@ -102,11 +103,13 @@ def main():
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with more profiles")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="override one parameter")
 @click.option("--stages", help=f"comma-separated subset of: {','.join(name for name, _ in STAGES)}")
+@click.option("--project", metavar="NAME", help="the project every stage works on (default: the profile's); "
+              "one of yours (not bundled) skips collection unless --stages says otherwise")
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
-def pipeline(profile, config_path, overrides, stages, as_json):
+def pipeline(profile, config_path, overrides, stages, project, as_json):
     from fullstack_ml.pipeline import run_pipeline
 
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-    record = run_pipeline(profile, config_path, list(overrides), selected, progress=not as_json)
+    record = run_pipeline(profile, config_path, list(overrides), selected, progress=not as_json, project=project)
     done = ", ".join(s["stage"] for s in record["stages"]) or "no stages"
     emit(record, as_json, f"run {record['run_id']} done ({done}); report in {record['report']}")
