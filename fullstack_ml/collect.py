@@ -6,8 +6,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/collect.html.md"""
 
 # %% auto #0
 __all__ = ['ITEM_FIELDS', 'parse_weak_label', 'describe_image', 'Ledger', 'record_image', 'CrawlLimits', 'Crawler', 'allowed',
-           'fetch', 'fetch_page', 'fetch_image', 'schedule', 'handle', 'run_crawl', 'report', 'crawl',
-           'collect_command', 'list_items', 'items_command', 'run_collect', 'show_items', 'show_refusals']
+           'fetch', 'fetch_page', 'fetch_image', 'store_image', 'schedule', 'remember_fetch', 'handle', 'run_task',
+           'run_crawl', 'report', 'crawl', 'collect_command', 'list_items', 'ItemsGroup', 'items_command',
+           'run_collect', 'show_items', 'show_refusals']
 
 # %% ../nbs/02_collect.ipynb #f31851e8
 import io
@@ -78,13 +79,13 @@ class Ledger:
 
 # %% ../nbs/02_collect.ipynb #d5976882
 def record_image(ledger: Ledger, image: dict, context: dict, fetched: dict) -> str:
-    "Queue the rows for one fetched, valid image (context: its url, page, caption, weak label...); return stored, near_duplicate or duplicate."
+    "Queue the rows for one fetched, valid image (context: its url, page, caption, weak label, origin, meta...); return stored, near_duplicate or duplicate."
     item_id, url = image["sha256"], context["url"]
     when = fetched["fetched_at"]
     source = dict(item_id=item_id, source_url=url, page_url=context.get("page_url"), caption=context.get("caption"),
                   licence=context.get("licence"), http_status=fetched["status"], etag=fetched.get("etag"),
                   last_modified=fetched.get("last_modified"), fetched_at=when,
-                  meta={"content_type": fetched.get("content_type")})
+                  meta={"content_type": fetched.get("content_type"), **context.get("meta", {})})
     if (item_id, url) not in ledger.sources:
         ledger.sources.add((item_id, url))
         ledger.pending["item_sources"].append(source)
@@ -97,9 +98,10 @@ def record_image(ledger: Ledger, image: dict, context: dict, fetched: dict) -> s
         id=item_id, width=image["width"], height=image["height"], format=image["format"], phash=image["phash"],
         group_id=group_id or item_id, source_url=url, page_url=source["page_url"], caption=source["caption"],
         weak_label=context.get("weak_label"), weak_label_source=context.get("caption_source"),
-        licence=source["licence"], origin="crawl", fetched_at=when, created_at=now(),
+        licence=source["licence"], origin=context.get("origin", "crawl"), fetched_at=when, created_at=now(),
         meta={"signature": image["signature"], "http_status": fetched["status"], "etag": fetched.get("etag"),
-              "last_modified": fetched.get("last_modified"), "content_type": fetched.get("content_type")}))
+              "last_modified": fetched.get("last_modified"), "content_type": fetched.get("content_type"),
+              **context.get("meta", {})}))
     return "near_duplicate" if group_id else "stored"
 
 # %% ../nbs/02_collect.ipynb #a88d85c6
@@ -258,13 +260,18 @@ def fetch_image(crawler: Crawler, task: dict) -> dict:
     if fetched["status"] == 304:
         fetched["item_id"] = previous.item_id
         return fetched
-    data = fetched.pop("body")
+    fetched["image"] = store_image(crawler, fetched.pop("body"))
+    return fetched
+
+
+def store_image(crawler: Crawler, data: bytes) -> dict:
+    "Validate and fingerprint untrusted image bytes, then store them as a blob; their facts with `sha256` (raises Refused)."
     try:
-        fetched["image"] = describe_image(data, crawler.limits.images)
+        image = describe_image(data, crawler.limits.images)
     except BadImage as refusal:
         raise Refused(refusal.code.replace("_", " ")) from None
-    fetched["image"]["sha256"] = put_blob(crawler.files, data)
-    return fetched
+    image["sha256"] = put_blob(crawler.files, data)
+    return image
 
 # %% ../nbs/02_collect.ipynb #00859a59
 def schedule(crawler: Crawler, kind: str, url: str, depth: int = 0, **context) -> None:
@@ -284,7 +291,7 @@ def schedule(crawler: Crawler, kind: str, url: str, depth: int = 0, **context) -
         crawler.counts["off_host"] += 1
     elif why:
         crawler.counts["robots_blocked"] += 1
-        _fetch_row(crawler, url, kind, "blocked", why)
+        remember_fetch(crawler, url, kind, "blocked", why)
     elif kind == "page":
         crawler.pages_scheduled += 1
         crawler.pages.append(dict(kind=kind, url=url, depth=depth))
@@ -293,7 +300,8 @@ def schedule(crawler: Crawler, kind: str, url: str, depth: int = 0, **context) -
         crawler.images.append(dict(kind=kind, url=url, depth=depth, **context))
 
 
-def _fetch_row(crawler, url, kind, outcome, reason=None, fetched=None, item_id=None):
+def remember_fetch(crawler, url, kind, outcome, reason=None, fetched=None, item_id=None):
+    "Queue the fetches row that tells the next run what `url` gave (validators for a conditional request)."
     fetched = fetched or {}
     crawler.ledger.pending["fetches"].append(dict(
         url=url, kind=kind, outcome=outcome, reason=reason, http_status=fetched.get("status"),
@@ -308,13 +316,13 @@ def handle(crawler: Crawler, task: dict, result) -> None:
         counter = crawler.error_reasons if result.outcome == "error" else crawler.rejected
         counter[result.reason] += 1
         crawler.counts["errors" if result.outcome == "error" else kind + "s_refused"] += 1
-        _fetch_row(crawler, url, kind, result.outcome, result.reason, dict(status=result.status))
+        remember_fetch(crawler, url, kind, result.outcome, result.reason, dict(status=result.status))
     elif kind == "page":
         crawler.counts["pages_fetched"] += 1
         crawler.counts["pages_unchanged"] += result["status"] == 304
         page = result["page"]
         crawler.counts["nofollow"] += page.nofollow
-        _fetch_row(crawler, url, kind, "stored", None, result)
+        remember_fetch(crawler, url, kind, "stored", None, result)
         if not page.robots & {"nofollow", "none"}:
             for link in page.links:
                 schedule(crawler, "page", link, task["depth"] + 1)
@@ -326,19 +334,19 @@ def handle(crawler: Crawler, task: dict, result) -> None:
                          caption=image["caption"], caption_source=image["caption_source"], licence=page.licence)
     elif result["status"] == 304:
         crawler.counts["images_unchanged"] += 1
-        _fetch_row(crawler, url, kind, crawler.ledger.fetched[url].outcome, None, result, result["item_id"])
+        remember_fetch(crawler, url, kind, crawler.ledger.fetched[url].outcome, None, result, result["item_id"])
     else:
         label = parse_weak_label(task.get("caption"), crawler.labels, crawler.synonyms)
         outcome = record_image(crawler.ledger, result["image"], dict(task, weak_label=label), result)
         crawler.counts["images_" + outcome] += 1
-        _fetch_row(crawler, url, kind, "stored" if outcome != "duplicate" else "duplicate", None, result,
+        remember_fetch(crawler, url, kind, "stored" if outcome != "duplicate" else "duplicate", None, result,
                    result["image"]["sha256"])
 
 # %% ../nbs/02_collect.ipynb #7630e7a1
-def _work(crawler: Crawler, task: dict):
-    "Run one task in a worker thread; hostile input must end in a Refused, never in a dead crawl."
+def run_task(crawler: Crawler, task, load=None):
+    "Run one task in a worker thread (`load`: fetch_page or fetch_image by its kind); hostile input must end in a Refused, never in a dead run."
     try:
-        return (fetch_page if task["kind"] == "page" else fetch_image)(crawler, task)
+        return (load or (fetch_page if task["kind"] == "page" else fetch_image))(crawler, task)
     except Refused as refusal:
         return refusal
     except OSError:  # the file store failed: stop the crawl, a broken disk is not a bad URL
@@ -360,7 +368,7 @@ def run_crawl(crawler: Crawler) -> dict:
         while crawler.pages or crawler.images or running:
             while len(running) < 2 * crawler.limits.concurrency and (crawler.images or crawler.pages):
                 task = (crawler.images or crawler.pages).popleft()
-                running[pool.submit(_work, crawler, task)] = task
+                running[pool.submit(run_task, crawler, task)] = task
             done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 handle(crawler, running.pop(future), future.result())
@@ -445,10 +453,26 @@ def list_items(db_url: str | None = None) -> list[dict]:
         return [dict(row._mapping) for row in rows]
 
 
-@click.command("items")
+class ItemsGroup(click.Group):
+    "`fsml items` lists; its subcommands (`import`) load their module only when they run."
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | {"import"})
+
+    def get_command(self, ctx, name):
+        if name == "import":
+            from fullstack_ml.importer import import_command  # the import door's own chapter
+            return import_command
+        return super().get_command(ctx, name)
+
+
+@click.group("items", cls=ItemsGroup, invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object a line")
-def items_command(as_json):
-    "List the collected items."
+@click.pass_context
+def items_command(ctx, as_json):
+    "List the collected and imported items; `fsml items import PATH...` brings in images you have."
+    if ctx.invoked_subcommand is not None:
+        return
     rows = list_items()
     text = "\n".join(f"{r['id'][:12]}  {r['weak_label'] or '-'}  {r['width']}x{r['height']}  {r['source_url']}"
                      for r in rows) or "no items yet: run `fsml collect URL`"
