@@ -154,7 +154,8 @@ def model_card(model: str | None = None, engine=None, store=None) -> dict:
         except ValueError:
             image = None
     drawable = (image or {}).get("drawable", preprocessing.get("fit") == "box")  # before projects: drawn digits
-    return {"ref": f"{row['name']}@{row['version']}", "project": project.get("name"), "drawable": bool(drawable),
+    return {"ref": f"{row['name']}@{row['version']}", "manifest_sha256": row["manifest_sha256"],
+            "project": project.get("name"), "drawable": bool(drawable),
             "labels": [str(label) for label in manifest.get("labels") or []], "preprocessing": preprocessing,
             "definition": project if project.get("labels") else None}
 

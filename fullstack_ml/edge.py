@@ -29,7 +29,7 @@ def export_onnx(
     predictor,  # a fullstack_ml.model.Predictor (its network and preprocessing)
     opset: int = 20,  # 20 has AffineGrid/GridSample, which the test-time views use
 ) -> bytes:
-    "The predictor's network plus softmax as ONNX bytes: input `image` (batch, 1, size, size) -> `scores`."
+    "The predictor's network plus softmax as ONNX bytes: input `image` (batch, channels, side, side) -> `scores`."
     import torch
 
     class WithSoftmax(torch.nn.Module):
@@ -37,14 +37,14 @@ def export_onnx(
             super().__init__()
             self.network = network
 
-        def forward(self, image):  # (batch, 1, size, size) -> (batch, n_labels)
+        def forward(self, image):  # (batch, channels, side, side) -> (batch, n_labels)
             return torch.softmax(self.network(image), dim=1)
 
-    size = predictor.preprocessing.image_size
+    preprocessing = predictor.preprocessing  # the input's shape is the project's image spec
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # tracing warns about shape checks that are constant for a fixed size
         warnings.simplefilter("ignore")
-        torch.onnx.export(WithSoftmax(predictor.model).eval(), torch.zeros(1, 1, size, size), buffer,
+        torch.onnx.export(WithSoftmax(predictor.model).eval(), torch.zeros(1, preprocessing.channels, preprocessing.side, preprocessing.side), buffer,
                           input_names=["image"], output_names=["scores"], opset_version=opset, dynamo=False,
                           dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}})
     return buffer.getvalue()
@@ -96,23 +96,23 @@ def write_site(out_dir, model_bytes: bytes, model_info: dict, runtime: dict) -> 
 # %% ../nbs/09_edge.ipynb #0dcceb68
 def build_static_site(
     out_dir,  # folder to write (created; files in it are replaced)
-    model: str = "digits@production",  # registry reference: NAME, NAME@VERSION or NAME@ALIAS
+    model: str | None = None,  # NAME, NAME@VERSION or NAME@ALIAS (bare: production); default: the one production model
     cache_dir: Path | None = None,  # where the onnxruntime-web tarball is cached (default $FSML_HOME/cache/npm)
     engine=None,
     store=None,
 ) -> dict:
     "Export a registry artifact to ONNX and write the edge demo site; return what was written."
     from fullstack_ml import registry
-    from fullstack_ml.model import Predictor
+    from fullstack_ml.demo import model_card
 
-    manifest = registry.verify(model, engine, store)  # every checksum, before anything is exported
-    files = manifest.pop("_files")
-    predictor = Predictor.from_files(files["weights.safetensors"], manifest["config"])
-    model_info = {"name": manifest["name"], "version": manifest["version"],
-                  "ref": f"{manifest['name']}@{manifest['version']}",
-                  "manifest_sha256": sha256_hex(files["manifest.json"]),
+    card = model_card(model, engine, store)  # which version `model` names, its project and whether it is drawn
+    loaded = registry.load(card["ref"], engine, store)  # every checksum verified before anything is exported
+    predictor, manifest = loaded.predictor, loaded.manifest
+    model_info = {"name": loaded.name, "version": loaded.version, "ref": loaded.ref,
+                  "manifest_sha256": card["manifest_sha256"],
                   "weights_sha256": manifest["files"]["weights.safetensors"]["sha256"],
                   "run_id": manifest.get("run_id"), "dataset_version": manifest.get("dataset_version"),
+                  "project": card["project"], "drawable": card["drawable"],
                   "labels": predictor.labels, "preprocessing": predictor.preprocessing.config}
     report = write_site(out_dir, export_onnx(predictor), model_info, fetch_onnxruntime_web(cache_dir))
     return {**report, "model": model_info["ref"], "manifest_sha256": model_info["manifest_sha256"]}
@@ -120,7 +120,7 @@ def build_static_site(
 # %% ../nbs/09_edge.ipynb #599379ee
 @click.command("static")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder to write the site to")
-@click.option("--model", default="digits@production", show_default=True, help="NAME, NAME@VERSION or NAME@ALIAS")
+@click.option("--model", default=None, help="NAME, NAME@VERSION or NAME@ALIAS [default: the one production model]")
 @click.option("--json", "as_json", is_flag=True, help="print what was written as one JSON object")
 def static_command(out_dir, model, as_json):
     "Write a static site that runs the model in the visitor's browser (nothing leaves the device)."

@@ -106,7 +106,7 @@ def photos(seed: int = 0) -> list:
     rng, out = np.random.default_rng(seed), []
     for width, height, background, kind in [(50, 30, (230, 225, 210), "PNG"), (31, 64, (20, 30, 60), "PNG"),
                                             (20, 20, (250, 250, 250), "PNG"), (97, 61, (120, 160, 90), "JPEG"),
-                                            (64, 64, (245, 240, 235), "PNG"), (7, 40, (0, 0, 0), "PNG")]:
+                                            (64, 64, (245, 240, 235), "PNG"), (8, 40, (0, 0, 0), "PNG")]:
         pixels = np.clip(np.asarray(background) + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
         image = Image.fromarray(pixels)
         ImageDraw.Draw(image).ellipse([width // 5, height // 4, width * 3 // 4, height * 4 // 5],

@@ -1,8 +1,9 @@
 // The edge demo: the model runs in this browser with onnxruntime-web; no request leaves for another origin.
-// Draw (drawing_canvas.js, the same canvas as the demo app) or upload; preprocess.js mirrors the Python
-// Preprocessing exactly; model.onnx is the network plus softmax; model.json says which artifact it is.
+// Upload, or draw where the project's images are drawn (drawing_canvas.js, the same canvas as the demo app);
+// preprocess.js mirrors the Python Preprocessing exactly for the manifest's image spec; model.onnx is the
+// network plus softmax; model.json says which artifact it is, its labels and its preprocessing.
 import canvasWidget from "./drawing_canvas.js";
-import { preprocess } from "./preprocess.js";
+import { inputShape, preprocess } from "./preprocess.js";
 
 const $ = (id) => document.getElementById(id);
 const timing = { modelReadyMs: null, firstPredictionMs: null, lastPredictionMs: null, predictions: 0 };
@@ -24,7 +25,12 @@ async function loadModel() {
   ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a plain static host does not give
   const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
   timing.modelReadyMs = performance.now();  // since navigation started
-  setStatus("Draw, or upload an image. Clear with Esc, the c key or the button.");
+  if (info.drawable) {
+    canvasWidget.render({ model: canvasModel, el: $("canvas") });
+    setStatus("Draw, or upload an image. Clear with Esc, the c key or the button.");
+  } else {
+    setStatus("Upload an image.");
+  }
   return { info, session };
 }
 
@@ -41,7 +47,9 @@ async function pixelsOf(blob) {
   const preview = $("preview").getContext("2d");
   preview.fillStyle = "#ffffff";
   preview.fillRect(0, 0, 112, 112);
-  preview.drawImage(bitmap, 0, 0, 112, 112);
+  const scale = 112 / Math.max(bitmap.width, bitmap.height);  // the whole picture, its proportions kept
+  const [w, h] = [bitmap.width * scale, bitmap.height * scale];
+  preview.drawImage(bitmap, (112 - w) / 2, (112 - h) / 2, w, h);
   return { rgba: context.getImageData(0, 0, bitmap.width, bitmap.height).data, width: bitmap.width,
            height: bitmap.height };
 }
@@ -68,9 +76,8 @@ async function classify(blob) {
   const { info, session } = await ready;
   const start = performance.now();
   const { rgba, width, height } = await pixelsOf(blob);
-  const size = info.preprocessing.image_size;
-  const input = preprocess(rgba, width, height, info.preprocessing);
-  const output = await session.run({ image: new ort.Tensor("float32", input, [1, 1, size, size]) });
+  const input = preprocess(rgba, width, height, info.preprocessing);  // (channels, side, side)
+  const output = await session.run({ image: new ort.Tensor("float32", input, [1, ...inputShape(info.preprocessing)]) });
   const scores = Array.from(output.scores.data);
   return { label: info.labels[scores.indexOf(Math.max(...scores))], scores, ms: performance.now() - start };
 }
@@ -88,7 +95,8 @@ async function predict(blob) {
     showScores(info.labels, scores, label);
     $("timing").textContent = `model ready ${timing.modelReadyMs.toFixed(0)} ms after the page opened; ` +
       `this prediction took ${ms.toFixed(1)} ms, in this browser`;
-    setStatus("Done. Clear with Esc, the c key or the button, then draw again.");
+    setStatus(info.drawable ? "Done. Clear with Esc, the c key or the button, then draw again."
+      : "Done. Upload another image to ask again.");
   } catch (error) {
     setStatus(`Could not run the model here: ${error.message || error}`, "error");
   }
@@ -101,12 +109,6 @@ function clearResult() {
   $("timing").textContent = "";
 }
 
-const ready = loadModel();
-ready.catch((error) => setStatus(window.location.protocol === "file:"
-  ? "Browsers do not run this page from a file: serve its folder with any static web server, for example " +
-    "`python -m http.server -d DIR`, and open it there."
-  : `The model could not be loaded: ${error.message || error}`, "error"));
-
 const settings = { size: 280, line_width: 22, delay_ms: 300 };
 const canvasModel = {  // what drawing_canvas.js needs from anywidget's model, answered in the page
   listeners: {},
@@ -117,7 +119,13 @@ const canvasModel = {  // what drawing_canvas.js needs from anywidget's model, a
     if (content.type === "clear") clearResult();
   },
 };
-canvasWidget.render({ model: canvasModel, el: $("canvas") });
+
+const ready = loadModel();
+ready.catch((error) => setStatus(window.location.protocol === "file:"
+  ? "Browsers do not run this page from a file: serve its folder with any static web server, for example " +
+    "`python -m http.server -d DIR`, and open it there."
+  : `The model could not be loaded: ${error.message || error}`, "error"));
+
 
 $("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
