@@ -6,7 +6,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/annotate.html.md"""
 
 # %% auto #0
 __all__ = ['HUMAN_KINDS', 'LEASE_S', 'Priority', 'ensure_project', 'get_project', 'enqueue', 'LeaseLost', 'claim', 'heartbeat',
-           'release', 'submit', 'submit_and_claim', 'skip', 'undo', 'queue_counts']
+           'release', 'lease_lost_message', 'submit', 'submit_and_claim', 'skip', 'undo', 'queue_counts']
 
 # %% ../nbs/03_annotate.ipynb #b2c3413f
 import os
@@ -369,6 +369,17 @@ def _lock_task(conn, engine: Engine, project: str, item_id: str):
     return conn.execute(query, {"p_project": project, "p_item": item_id}).first()
 
 # %% ../nbs/03_annotate.ipynb #f63de01b
+_LOST = {  # why a submit is refused (LeaseLost), by the short code the PostgreSQL function returns (03c)
+    "labelled_before": "{annotator!r} already labelled item {item}; undo it first to relabel",
+    "no_free_slot": ("item {item} is no longer leased to {annotator!r} and has no free slot "
+                     "(the lease expired and someone else took it); claim the next item"),
+}
+
+
+def lease_lost_message(problem: str, annotator: str, item_id: str) -> str:
+    return _LOST[problem].format(annotator=annotator, item=item_id[:12])
+
+
 def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, label: str, seconds, meta) -> int:
     "Submit inside an open write transaction (see `submit`); `label` is already checked."
     at = now()
@@ -380,10 +391,9 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
     check = dict(zip([column[0] for column in cursor.description], cursor.fetchone()))
     queued = check["overlap"] is not None
     if check["labelled_before"]:
-        raise LeaseLost(f"{annotator!r} already labelled item {item_id[:12]}; undo it first to relabel")
+        raise LeaseLost(lease_lost_message("labelled_before", annotator, item_id))
     if not check["leased"] and (not queued or check["labelled"] + check["others"] >= check["overlap"]):
-        raise LeaseLost(f"item {item_id[:12]} is no longer leased to {annotator!r} and has no free slot "
-                        "(the lease expired and someone else took it); claim the next item")
+        raise LeaseLost(lease_lost_message("no_free_slot", annotator, item_id))
     if queued and check["labelled"] + 1 >= check["overlap"]:
         meta["task"] = {key: check[key] for key in ("overlap", "priority", "reason", "rank")}
         _run(conn, _DELETE_TASK, params)
@@ -419,6 +429,11 @@ def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str,
     "Submit a label and top the annotator's leases back up to `n`, in one transaction: (annotation id, held ids)."
     annotator = _person(annotator)
     label = _check_label(engine, project, label)
+    if is_postgres(engine):  # the same steps in one server-side function: one round trip (03c)
+        from fullstack_ml.annotate_postgres import submit_and_claim_postgres
+
+        return submit_and_claim_postgres(engine, project, item_id, annotator, label, seconds, n, lease_s,
+                                         random.random() < explore)
     with _queue_transaction(engine) as conn:
         annotation_id = _submit(conn, engine, project, item_id, annotator, label, seconds, None)
         return annotation_id, _claim(conn, engine, project, annotator, n, lease_s, explore)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from conftest import fsml
 
 from fullstack_ml import store
-from fullstack_ml.annotate import Priority, claim, enqueue, ensure_project, submit
+from fullstack_ml.annotate import Priority, claim, enqueue, ensure_project, submit, submit_and_claim
 from fullstack_ml.store import annotations, connect, items, now, sha256_hex, tasks
 
 LABELS = [str(d) for d in range(10)]  # the digit-like project these tests make: each label is its own key
@@ -65,9 +65,30 @@ def annotate_until_empty(db_url: str, project: str, annotator: str, batch: int, 
     results.put({"annotator": annotator, "claimed": claimed, "submitted": submitted})
 
 
-def run_annotators(db_url: str, project: str, batch: int = 2) -> list:
+def annotate_like_the_app(db_url: str, project: str, annotator: str, batch: int, results) -> None:
+    "One annotator process as the app works: each label submitted together with the claim of the next items."
+    forget_engines()
+    engine = connect(db_url)
+    claimed, submitted = [], []
+    while True:
+        held = claim(engine, project, annotator, n=batch, lease_s=60)
+        if not held:
+            with engine.connect() as conn:
+                if conn.execute(sa.select(sa.func.count()).where(tasks.c.project == project)).scalar() == 0:
+                    break
+            time.sleep(0.02)
+            continue
+        while held:
+            claimed += [item for item in held if item not in claimed]
+            label = label_for(held[0], annotator)
+            submitted.append((held[0], label))
+            _, held = submit_and_claim(engine, project, held[0], annotator, label, 0.1, n=batch, lease_s=60)
+    results.put({"annotator": annotator, "claimed": claimed, "submitted": submitted})
+
+
+def run_annotators(db_url: str, project: str, batch: int = 2, target=annotate_until_empty) -> list:
     results = fork.Queue()
-    procs = [fork.Process(target=annotate_until_empty, args=(db_url, project, f"annotator{i:02d}", batch, results))
+    procs = [fork.Process(target=target, args=(db_url, project, f"annotator{i:02d}", batch, results))
              for i in range(WORKERS)]
     for proc in procs:
         proc.start()
@@ -116,6 +137,44 @@ def test_overlap_3_exactly_three_labels_from_three_people(db_url):
         people[item_id].append(annotator)
     assert set(people) == set(ids)
     assert all(len(names) == 3 and len(set(names)) == 3 for names in people.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlap", [1, 3])
+def test_submit_and_claim_keeps_the_guarantees(db_url, overlap):
+    "The app's path (on PostgreSQL one server-side function per label): k distinct people per item, nothing lost."
+    ids = seed(db_url, 160 if overlap == 1 else 40, overlap=overlap)
+    reports = run_annotators(db_url, "digits", batch=4 if overlap == 1 else 1, target=annotate_like_the_app)
+    submitted = sorted((item, report["annotator"], label) for report in reports for item, label in report["submitted"])
+    assert sorted(stored_labels(db_url, "digits")) == submitted  # every label stored once, nothing else
+    people = defaultdict(list)
+    for item_id, annotator, _ in submitted:
+        people[item_id].append(annotator)
+    assert set(people) == set(ids) and all(len(set(names)) == len(names) == overlap for names in people.values())
+    if overlap == 1:  # nobody was even shown an item another had
+        claimed = [item for report in reports for item in report["claimed"]]
+        assert len(claimed) == len(set(claimed)) == len(ids)
+    assert sum(1 for report in reports if report["submitted"]) > 1
+
+
+def test_a_late_label_is_refused_and_history_is_append_only(db_url):
+    from fullstack_ml.annotate import LeaseLost, undo
+    from fullstack_ml.labels import annotation_history
+
+    first, second, third = seed(db_url, 3, overlap=1)
+    engine = connect(db_url)
+    held = claim(engine, "digits", "ann", n=2)
+    _, now_held = submit_and_claim(engine, "digits", held[0], "ann", "4", n=2)
+    assert held[0] not in now_held and len(now_held) == 2  # topped back up to two
+    with pytest.raises(LeaseLost, match="already labelled"):
+        submit_and_claim(engine, "digits", held[0], "ann", "5", n=2)
+    with pytest.raises(LeaseLost, match="no free slot"):
+        submit_and_claim(engine, "digits", now_held[0], "ben", "5", n=2)  # ann holds it
+    assert undo(engine, "digits", "ann") == held[0]
+    _, again = submit_and_claim(engine, "digits", held[0], "ann", "6", n=2)  # relabel after the undo
+    history = annotation_history(engine, "digits")
+    rows = history.astype(object).where(history.notna(), None)[["kind", "label", "undone"]].values.tolist()
+    assert rows == [["label", "4", True], ["undo", None, False], ["label", "6", False]]
 
 
 def hold_a_lease(db_url: str, project: str, ready) -> None:
