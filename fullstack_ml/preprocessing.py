@@ -88,7 +88,7 @@ def _to_input(array: np.ndarray, side: int, fit: str, invert: str, mean: tuple, 
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
 
 # %% ../nbs/core/preprocessing.ipynb #32a97d53
-LEGACY_CONFIG = {"side": 8, "colour": "gray", "fit": "box", "invert": "auto"}  # artifacts from before projects
+LEGACY_CONFIG = {"side": 8, "colour": "gray", "fit": "box", "invert": "auto"}  # the one preprocessing before projects
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Preprocessing:
 
     @classmethod
     def from_config(cls, config: dict) -> "Preprocessing":
-        if "colour" not in config:  # made before projects: the digits network's preprocessing
+        if "colour" not in config:  # made before projects, when there was one preprocessing (LEGACY_CONFIG)
             config = {**LEGACY_CONFIG, **{k: v for k, v in config.items() if k != "image_size"},
                       "side": config.get("image_size", LEGACY_CONFIG["side"])}
             config["fit"] = {"none": "letterbox"}.get(config["fit"], config["fit"])

@@ -112,7 +112,7 @@ class Project:
             object.__setattr__(self, "image", ImageSpec(**self.image))
         names, keys = self.label_names, [key for key in self.keys if key]
         if not _NAME.fullmatch(str(self.name)):
-            raise ValueError(f"project name {self.name!r}: use 1-64 letters, digits, '_', '.', '-'")
+            raise ValueError(f"project name {self.name!r}: use 1-64 letters, numbers, '_', '.', '-'")
         if not names or "" in names or len(set(names)) != len(names) or len(set(keys)) != len(keys):
             raise ValueError(f"project {self.name!r} needs distinct, non-empty labels and keys; "
                              f"got labels {names} with keys {self.keys}")
