@@ -117,7 +117,7 @@ def test_each_run_writes_an_html_report_with_its_plots(fsml_home):
 
 
 @pytest.mark.parametrize("args, env, expected", [
-    (["pipeline", "--profile", "nope"], {}, "unknown profile 'nope'; expected one of: default, smoke"),
+    (["pipeline", "--profile", "nope"], {}, "unknown profile 'nope'; expected one of: default, shapes, shapes_smoke, smoke"),
     (["pipeline", "--set", "collect.max_pages"], {}, "expected STAGE.KEY=VALUE"),
     (["pipeline", "--set", "nope.x=1"], {}, "unknown stage 'nope'"),
     (["pipeline", "--config", "/nonexistent.yml"], {}, "does not exist"),
