@@ -7,9 +7,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/datasets.html.md"""
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_manifest', 'version_id', 'validate', 'class_balance',
            'balance_warnings', 'latest_version', 'snapshot', 'resolve_version', 'read_manifest', 'describe',
-           'list_versions', 'diff', 'add_bundled_items', 'add_digit_items', 'export_imagefolder', 'export_parquet',
-           'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command', 'plot_balance',
-           'run_datasets']
+           'list_versions', 'diff', 'add_items', 'add_bundled_items', 'add_digit_items', 'export_imagefolder',
+           'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command',
+           'plot_balance', 'run_datasets']
 
 # %% ../nbs/04_datasets.ipynb #076ca718
 import hashlib
@@ -227,22 +227,18 @@ def diff(a: str, b: str, engine=None, store=None) -> dict:
             "moved": sorted(both[old.loc[both, "split"] != new.loc[both, "split"]])}
 
 # %% ../nbs/04_datasets.ipynb #71b3ca13
-def add_bundled_items(engine, store, project: str, indices, weak_labels: list | None = None,
-                      groups: dict | None = None) -> list:
-    "Store bundled project images at `indices` as items with weak labels; return their ids (tests, demos)."
+def add_items(engine, store, pairs: list, groups: dict | None = None, caption: str = "") -> list:
+    "Store (image bytes, weak label) pairs as items; return their ids (tests, demos: no crawl, no import)."
     from PIL import Image
 
-    pairs = importlib.import_module(f"fullstack_ml.projects.{project}").images(max(indices, default=-1) + 1)
     ids, rows = [], []
-    for position, index in enumerate(indices):
-        data, truth = pairs[index]
+    for position, (data, label) in enumerate(pairs):
         item_id = put_blob(store, data)
         with Image.open(io.BytesIO(data)) as image:
             width, height, kind = image.width, image.height, image.format
-        label = truth if weak_labels is None else weak_labels[position]
         head = (groups or {}).get(position)  # position of this item's near-duplicate group head
         rows.append(dict(id=item_id, width=width, height=height, format=kind, origin="import", created_at=now(),
-                         group_id=ids[head] if head is not None else item_id, caption=f"{project}: {label}",
+                         group_id=ids[head] if head is not None else item_id, caption=f"{caption} {label}".strip(),
                          weak_label=label, weak_label_source="alt"))
         ids.append(item_id)
     with write_transaction(engine) as conn:
@@ -251,6 +247,15 @@ def add_bundled_items(engine, store, project: str, indices, weak_labels: list | 
         if new:
             conn.execute(items.insert(), new)
     return ids
+
+
+def add_bundled_items(engine, store, project: str, indices, weak_labels: list | None = None,
+                      groups: dict | None = None) -> list:
+    "Store a bundled project's images at `indices` as items, weak labels their truth unless given; return ids."
+    pairs = importlib.import_module(f"fullstack_ml.projects.{project}").images(max(indices, default=-1) + 1)
+    chosen = [(pairs[index][0], pairs[index][1] if weak_labels is None else weak_labels[position])
+              for position, index in enumerate(indices)]
+    return add_items(engine, store, chosen, groups, caption=project)
 
 
 def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:

@@ -14,7 +14,8 @@ def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_versio
     from fullstack_ml.store import now, runs
 
     torch.manual_seed(seed)
-    config = {"labels": list(DIGITS.label_names), "preprocessing": Preprocessing.from_spec(DIGITS.image).config}
+    config = {"labels": list(DIGITS.label_names), "preprocessing": Preprocessing.from_spec(DIGITS.image).config,
+              "project": DIGITS.name}  # the artifact is named after the run's project
     run_id = f"run-{seed}-{os.urandom(3).hex()}"
     checkpoint = store.write(f"runs/{run_id}/weights.safetensors", weights_to_bytes(build_model(config)))
     with engine.begin() as conn:

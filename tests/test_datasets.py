@@ -7,21 +7,23 @@ import pytest
 import torch
 from conftest import fsml
 
-from fullstack_ml.annotate import enqueue, ensure_project
+from fullstack_ml.annotate import enqueue
 from fullstack_ml.datasets import (
-    add_digit_items, diff, export_parquet, latest_version, read_manifest, snapshot, validate,
+    add_bundled_items, diff, export_parquet, latest_version, read_manifest, snapshot, validate,
 )
 from fullstack_ml.labels import import_labels, import_weak_labels
 from fullstack_ml.loader import load
 from fullstack_ml.preprocessing import Preprocessing
-from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+from fullstack_ml.project import bundled_project, save_project
 from fullstack_ml.store import annotations, connect, items, now, open_files
+
+DIGITS = bundled_project("digits")
 
 
 def labelled_items(engine, store, indices, **kwargs) -> list:
-    "Add scikit-learn digits as items with weak labels, queued in the 'digits' project."
-    ensure_project(engine, "digits", DIGITS.label_names)
-    ids = add_digit_items(engine, store, indices, **kwargs)
+    "Add the bundled digits as items with weak labels, queued in the 'digits' project."
+    save_project(engine, DIGITS)
+    ids = add_bundled_items(engine, store, "digits", indices, **kwargs)
     enqueue(engine, "digits", ids)
     import_weak_labels(engine, "digits")
     return ids
@@ -121,7 +123,8 @@ def test_the_loader_reads_any_fsspec_store_and_caches_decoded_tensors(fsml_home,
     labelled_items(engine, store, range(50))
     version = snapshot(engine, store)
     assert latest_version(engine) == version
-    data = load(version, engine, store, Preprocessing.from_spec(DIGITS.image), cache_dir=tmp_path / "cache")
+    data = load(version, engine, store, cache_dir=tmp_path / "cache")  # the preprocessing of the version's project
+    assert data.preprocessing == Preprocessing.from_spec(DIGITS.image) and data.labels == DIGITS.label_names
     assert sum(len(part) for part in data.splits.values()) == 50
     x, y = data["train"][0]
     assert x.shape == (1, 8, 8) and 0 <= int(y) < 10

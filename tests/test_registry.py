@@ -124,7 +124,7 @@ def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):
     listing = [json.loads(line) for line in fsml("registry", "list", "--json").stdout.splitlines()]
     assert [(r["version"], r["aliases"]) for r in listing] == [(2, ["production"]), (1, [])]
     shown = json.loads(fsml("registry", "show", "digits@production", "--json").stdout)
-    assert shown["version"] == 2 and set(shown["files"]) == {"weights.safetensors", "model.py", "project.py"}
+    assert shown["version"] == 2 and set(shown["files"]) == {"weights.safetensors", "model.py", "preprocessing.py", "project.py"}
     assert shown["labels"] == [str(d) for d in range(10)] and shown["dataset_version"] == "ds-test"
     assert rollback("digits")["version"] == 1
     with pytest.raises(ValueError, match="no earlier version"):
@@ -133,15 +133,77 @@ def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):
         promote("digits", 7)
 
 
-def test_an_artifact_from_before_the_project_module_still_loads(fsml_home):
-    "Artifacts published before preprocessing moved to `project` ship model.py only; they verify and load."
-    row = publish_untrained(seed=3)
+def test_an_artifact_from_the_first_releases_still_verifies_and_loads(fsml_home):
+    "Artifacts of the first releases: arch 'digitnet', gray preprocessing without a colour, model.py only."
+    import torch
+
+    from fullstack_ml.model import build_model, weights_to_bytes
+    from fullstack_ml.registry import MANIFEST_FORMAT, artifact_path
+    from fullstack_ml.store import aliases, now
+
     store, engine = open_files(), connect()
-    manifest = json.loads(store.read(f"{row['path']}/manifest.json"))
-    del manifest["files"]["project.py"]
-    old = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    store.write(f"{row['path']}/manifest.json", old)
+    config = {"model": {"arch": "digitnet", "width": 8, "input_size": 16, "dropout": 0.2, "members": 1, "tta": False},
+              "preprocessing": {"image_size": 8, "invert": "auto", "fit": "box"}, "labels": [str(d) for d in range(10)]}
+    torch.manual_seed(0)
+    files = {"weights.safetensors": weights_to_bytes(build_model(config)), "model.py": b"# the old network code\n"}
+    manifest = {"format": MANIFEST_FORMAT, "name": "digits", "run_id": "old-run", "created_at": now(),
+                "labels": config["labels"], "preprocessing": config["preprocessing"], "config": config,
+                "files": {n: {"sha256": sha256_hex(d), "size": len(d)} for n, d in files.items()}}
+    files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    for name, data in files.items():
+        store.write(f"{artifact_path('digits', 1)}/{name}", data)
     with engine.begin() as conn:
-        conn.execute(artifacts.update().values(manifest_sha256=sha256_hex(old)))
+        conn.execute(artifacts.insert().values(name="digits", version=1, path=artifact_path("digits", 1),
+                                               run_id="old-run", created_at=now(), metrics={},
+                                               manifest_sha256=sha256_hex(files["manifest.json"])))
+        conn.execute(aliases.insert().values(name="digits", alias="production", version=1, updated_at=now(), history=[]))
     assert sorted(verify("digits@1")["_files"]) == ["manifest.json", "model.py", "weights.safetensors"]
-    assert len(load("digits@production").predictor.predict([np.zeros((8, 8), dtype=np.float32)])) == 1
+    model = load()  # the only model
+    assert model.ref == "digits@1" and model.predictor.preprocessing.config["colour"] == "gray"
+    assert len(model.predictor.predict([np.zeros((8, 8), dtype=np.float32)])) == 1
+
+
+def test_a_resnet_on_colour_images_trains_and_round_trips_with_its_manifest(fsml_home):
+    "A colour project made in the test: a resnet trains a few steps, publishes, loads from the manifest only."
+    import io
+
+    from PIL import Image
+
+    from fullstack_ml.annotate import enqueue
+    from fullstack_ml.datasets import add_items, snapshot
+    from fullstack_ml.labels import import_weak_labels
+    from fullstack_ml.preprocessing import Preprocessing
+    from fullstack_ml.project import ImageSpec, Project, save_project
+    from fullstack_ml.train import get_run, make_config, train
+
+    colours = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}
+    project = Project("paint", list(colours), ImageSpec(side=16, colour="rgb", mean=(0.5, 0.5, 0.5), std=(0.25,) * 3))
+    rng = np.random.default_rng(0)
+
+    def picture(name: str) -> bytes:  # a patch of the colour on a noisy background, any size
+        width, height = rng.integers(20, 48, 2)
+        pixels = rng.integers(0, 255, (height, width, 3)).astype(np.uint8)
+        pixels[height // 4:, width // 4:] = colours[name]
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    engine, store = connect(), open_files()
+    save_project(engine, project)
+    ids = add_items(engine, store, [(picture(name), name) for name in list(colours) * 15])
+    enqueue(engine, "paint", ids)
+    import_weak_labels(engine, "paint")
+    summary = train(snapshot(engine, store, "paint"), make_config(project, epochs=3, width=4, batch_size=16),
+                    progress=False)
+    run = get_run(engine, summary["run_id"])
+    assert run["config"]["model"]["arch"] == "resnet" and run["config"]["model"]["in_channels"] == 3
+    row = publish(summary["run_id"])
+    assert row["name"] == "paint"  # named after its project
+    manifest = verify("paint@1")
+    assert (manifest["project"], manifest["labels"], manifest["model"]["arch"]) == ("paint", list(colours), "resnet")
+    assert Preprocessing.from_config(manifest["preprocessing"]) == Preprocessing.from_spec(project.image)
+    model = load("paint@1")
+    assert model.predictor.labels == list(colours)
+    assert model.predictor.preprocessing == Preprocessing.from_spec(project.image)
+    answers = model.predictor.predict([picture("red"), picture("blue")])
+    assert all(set(a["scores"]) == set(colours) and a["label"] in colours for a in answers)

@@ -10,34 +10,35 @@ import torch
 from conftest import fsml
 from safetensors.torch import load as load_safetensors
 
-from fullstack_ml.annotate import enqueue, ensure_project
-from fullstack_ml.datasets import add_digit_items, snapshot
+from fullstack_ml.annotate import enqueue
+from fullstack_ml.datasets import add_bundled_items, snapshot
 from fullstack_ml.labels import import_weak_labels
 from fullstack_ml.model import build_model
-from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+from fullstack_ml.project import Project, bundled_project, save_project
 from fullstack_ml.registry import load_run
 from fullstack_ml.store import annotations, connect, now, open_files, runs
 from fullstack_ml.train import _load_checkpoint, _save_checkpoint, benchmark_data, fit, get_run, make_config, train
 
+DIGITS = bundled_project("digits")
+
 SMALL = {"model": {"width": 8}, "batch_size": 32}
 
 
-def make_dataset(n: int = 120, labels=DIGITS.label_names) -> str:
-    "A dataset version of `n` scikit-learn digits with their weak labels, in the current FSML_HOME."
+def make_dataset(n: int = 120, project: Project = DIGITS) -> str:
+    "A dataset version of the first `n` bundled digits with their true labels as weak labels, in the current FSML_HOME."
     engine, store = connect(), open_files()
-    ensure_project(engine, "digits", labels)
-    ids = add_digit_items(engine, store, range(n))
-    enqueue(engine, "digits", ids)
-    import_weak_labels(engine, "digits")
-    return snapshot(engine, store)
+    save_project(engine, project)
+    ids = add_bundled_items(engine, store, "digits", range(n))
+    enqueue(engine, project.name, ids)
+    import_weak_labels(engine, project.name)
+    return snapshot(engine, store, project.name)
 
 
 def test_the_network_overfits_one_batch():
-    (images, targets), _ = benchmark_data()
+    (images, targets), _ = benchmark_data("digits", n=128)
     batch = (images[:64], targets[:64])
-    config = make_config(epochs=60, lr=1e-2, batch_size=64, label_smoothing=0.0, model={"width": 8, "dropout": 0.0},
-                         augment={"rotate": 0.0, "scale_x": 0.0, "scale_y": 0.0, "shift_x": 0.0, "shift_y": 0.0,
-                                  "shear": 0.0})
+    config = make_config(DIGITS, epochs=60, lr=1e-2, batch_size=64, label_smoothing=0.0, model={"width": 8, "dropout": 0.0},
+                         augment={"scale_x": 0.0, "scale_y": 0.0, "shift_x": 0.0, "shift_y": 0.0})
     torch.manual_seed(0)
     state = fit(build_model(config), config, batch, progress=False)
     assert state["history"][-1]["train_accuracy"] >= 0.98
@@ -46,7 +47,7 @@ def test_the_network_overfits_one_batch():
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(fsml_home):
     version = make_dataset()
-    config = make_config(epochs=5, patience=100, **SMALL)
+    config = make_config(DIGITS, epochs=5, patience=100, **SMALL)
     whole = train(version, config, progress=False)
 
     def crash(record):
@@ -88,17 +89,19 @@ def test_the_run_record_names_its_dataset_version_and_finds_its_weights(fsml_hom
 
 def test_a_dataset_with_a_label_the_model_does_not_know_fails_clearly(fsml_home):
     engine = connect()
-    make_dataset(40, labels=DIGITS.label_names + ["x"])  # a project whose label set has an eleventh label
+    wider = Project("digits-and-x", DIGITS.label_names + ["x"], DIGITS.image)  # an eleventh label
+    make_dataset(40, wider)
     from fullstack_ml.datasets import read_manifest
 
     item = read_manifest().item_id[0]
     with engine.begin() as conn:
-        conn.execute(annotations.insert().values(project="digits", item_id=item, annotator="ann", kind="label",
+        conn.execute(annotations.insert().values(project=wider.name, item_id=item, annotator="ann", kind="label",
                                                  label="x", created_at=now()))
-    version = snapshot(engine, open_files())
-    done = fsml("train", "--dataset", version, "--epochs", "1", check=False)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "label(s) ['x'] that the model does not know" in done.stderr
+    version = snapshot(engine, open_files(), wider.name)
+    with pytest.raises(ValueError, match=r"label\(s\) \['x'\] that the model does not know"):
+        train(version, make_config(DIGITS, epochs=1), progress=False)  # a config made for the ten digits
+    done = fsml("train", "--dataset", version, "--epochs", "1", "--json")  # its own project's config knows 'x'
+    assert get_run(engine, json.loads(done.stdout)["run_id"])["config"]["labels"] == wider.label_names
 
 
 class Payload:
@@ -113,8 +116,8 @@ class Payload:
 
 def test_a_checkpoint_round_trips_and_a_pickle_with_code_is_refused(tmp_path):
     store = open_files(str(tmp_path / "files"))
-    config = make_config(epochs=2, **SMALL)
-    (images, targets), _ = benchmark_data()
+    config = make_config(DIGITS, epochs=2, **SMALL)
+    (images, targets), _ = benchmark_data("digits", n=128)
     saved = []
     torch.manual_seed(0)
     fit(build_model(config), config, (images[:64], targets[:64]), save=saved.append, progress=False)
