@@ -209,7 +209,7 @@ def run_pipeline(
 ) -> dict:
     "Run the stage notebooks in order with papermill; return the run record (also in `run.json`)."
     from tqdm.auto import tqdm
-    from fullstack_ml.project import bundled_projects, get_project
+    from fullstack_ml.project import bundled_project, bundled_projects, get_project, list_projects, save_project
     from fullstack_ml.store import connect, new_id
 
     params = apply_overrides(load_profile(profile, config_path), list(overrides))
@@ -221,8 +221,10 @@ def run_pipeline(
     todo = select_stages(stages, notebooks, stage_list)
     settings = get_settings()
     engine = connect(settings.db_url)  # fail fast, with a clear message, on a bad database URL
-    if project and "collect" not in [name for name, _ in todo]:
-        get_project(engine, project)  # no collection to make it: it must exist (the error lists those that do)
+    if project in bundled_projects() and project not in [p.name for p in list_projects(engine)]:
+        save_project(engine, bundled_project(project))  # a bundled project is stored on its first run
+    elif project:
+        get_project(engine, project)  # yours must exist already (the error lists those that do)
     run_id = new_id("pipeline")
     run_dir = settings.runs_dir / run_id
     run_dir.mkdir(parents=True)

@@ -82,15 +82,18 @@ def test_a_profile_picks_the_project_every_stage_is_given(fsml_home, tmp_path):
         echo_notebook(notebooks / f"{name}.ipynb")
     stage_list = [(name, f"{name}.ipynb") for name in ("collect", "annotate", "datasets")]
     config = tmp_path / "mine.yml"
-    config.write_text("profiles:\n  mine:\n    project: pets\n    annotate: {}\n")
+    config.write_text("profiles:\n  mine:\n    project: pets\n    annotate: {}\n  demo:\n    project: digits\n")
     engine = connect()
+    run = run_pipeline("demo", config, notebooks=notebooks, stage_list=stage_list[1:2], progress=False)
+    assert run["stages"][0]["result"]["project"] == "digits"
+    assert list_projects(engine) == [bundled_project("digits")]  # a bundled project is stored on its first run
     save_project(engine, Project("pets", ["cat", "dog"]))
     run = run_pipeline("mine", config, notebooks=notebooks, stage_list=stage_list[1:], progress=False)
     assert run["project"] == "pets" and [s["result"]["project"] for s in run["stages"]] == ["pets", "pets"]
-    save_project(engine, Project("cars", ["sedan", "truck"]))
+    save_project(engine, Project("cars", ["sedan", "truck"]))  # yours: collection is left out, --stages or not
     run = run_pipeline("mine", config, notebooks=notebooks, stage_list=stage_list, progress=False, project="cars")
     assert [(s["stage"], s["result"]["project"]) for s in run["stages"]] == [("annotate", "cars"), ("datasets", "cars")]
-    with pytest.raises(ValueError, match="no project 'boats'; the store has cars, pets"):
+    with pytest.raises(ValueError, match="no project 'boats'; the store has cars, digits, pets"):
         run_pipeline("mine", config, notebooks=notebooks, stage_list=stage_list[1:], progress=False, project="boats")
 
 
