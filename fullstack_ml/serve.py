@@ -61,8 +61,12 @@ class ResultWaiter:
 
     async def _poll(self) -> None:
         while self.waiting:
+            wanted = set(self.waiting)
             try:
-                self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, set(self.waiting))
+                self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, wanted)
+                late = set(self.waiting) - wanted  # registered while the log was read: it may have read past them
+                if late:
+                    found.update(await run_in_threadpool(self.queue.results, list(late)))
             except Exception as error:  # the queue is briefly unreachable: clients wait on, or get their 202
                 print(f"api: cannot read results: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.2)
@@ -242,7 +246,7 @@ class Service:
     "An API and its workers as child processes; use as a context manager."
 
     def __init__(self, workers: int = 1, batch_size: int = 16, max_delay_ms: float = 5, env: dict | None = None,
-                 wait_s: float = 30.0):
+                 wait_s: float = 30.0, model_ref: str | None = None):
         self.env, self.procs = child_env(env), []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -250,6 +254,9 @@ class Service:
         self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.api_args = ["serve", "api", "--port", str(self.port), "--wait-s", str(wait_s)]
         self.worker_args = ["serve", "worker", "--batch-size", str(batch_size), "--max-delay-ms", str(max_delay_ms)]
+        if model_ref:  # default: the one model with a production alias
+            self.api_args += ["--model", model_ref]
+            self.worker_args += ["--model", model_ref]
         self.workers = workers
 
     def __enter__(self) -> "Service":
@@ -301,9 +308,10 @@ def split_images(dataset_version: str, split: str = "test", limit: int | None = 
     return [get_blob(store, item_id) for item_id in part["item_id"]], [str(label) for label in part["label"]]
 
 # %% ../nbs/07_serve.ipynb #9383d281
-def publish_if_better(name: str = registry.DEFAULT_NAME, split: str = "test") -> dict:
-    "Publish the newest run; promote it to production only if it beats production on the same split."
-    row = registry.publish(name=name)
+def publish_if_better(name: str | None = None, split: str = "test") -> dict:
+    "Publish the newest run (as `name`, default its project); promote it only if it beats production on one split."
+    row = registry.publish(name=name) if name else registry.publish()
+    name = row["name"]
     registry.promote(name, row["version"], "staging")
     candidate = registry.load(f"{name}@{row['version']}")
     images, labels = split_images(candidate.manifest["dataset_version"], split)
@@ -359,17 +367,18 @@ def run_serve(
     concurrency: int = 8,  # client threads sending them
     batch_size: int = 16,  # worker: claim up to this many jobs at once
     max_delay_ms: float = 5,  # worker: wait at most this long to fill a batch
-    name: str = registry.DEFAULT_NAME,  # model name in the registry
+    name: str | None = None,  # model name in the registry (default: the newest run's project)
 ) -> dict:
     "Publish the newest run, promote it if better, serve it, send the test images through HTTP."
     import numpy as np
 
     release = publish_if_better(name)
-    production = registry.load(f"{name}@production")
+    production = registry.load(release["production"])
     images, labels = split_images(production.manifest["dataset_version"])
     repeats = n_requests // max(len(images), 1) + 1  # cycle through the split to send n_requests
     images, labels = (images * repeats)[:n_requests], (labels * repeats)[:n_requests]
-    with Service(workers=1, batch_size=batch_size, max_delay_ms=max_delay_ms) as service:
+    serving = f"{production.name}@production"
+    with Service(workers=1, batch_size=batch_size, max_delay_ms=max_delay_ms, model_ref=serving) as service:
         send_images(service.url, images[:1], 1, service.headers)  # warm-up: waits until a worker has loaded the model
         start = time.perf_counter()
         records = send_images(service.url, images, concurrency, service.headers)
