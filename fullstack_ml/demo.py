@@ -153,7 +153,7 @@ def model_card(model: str | None = None, engine=None, store=None) -> dict:
             image = vars(get_project(engine, project["name"]).image)
         except ValueError:
             image = None
-    drawable = (image or {}).get("drawable", preprocessing.get("fit") == "box")  # before projects: drawn digits
+    drawable = (image or {}).get("drawable", preprocessing.get("fit") == "box")  # before projects: drawings
     return {"ref": f"{row['name']}@{row['version']}", "manifest_sha256": row["manifest_sha256"],
             "project": project.get("name"), "drawable": bool(drawable),
             "labels": [str(label) for label in manifest.get("labels") or []], "preprocessing": preprocessing,

@@ -9,7 +9,6 @@ __all__ = ['EvalDefaults', 'load_model', 'image_features', 'dataset_label_issues
            'evaluate', 'eval_cli', 'app_command', 'show_label_issues', 'run_eval']
 
 # %% ../nbs/06_eval.ipynb #bbe8baf4
-import io
 from dataclasses import dataclass
 
 import click
@@ -22,8 +21,7 @@ from .cli import emit
 from .datasets import read_manifest, resolve_version
 from .metrics import (dataset_project, find_label_issues, load_evaluation, out_of_sample_probabilities,
                                   plot_confidence_histogram, plot_confusion, plot_reliability, record_evaluation)
-from .preprocessing import Preprocessing
-from .projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+from .images import decode_image
 from .store import connect, get_blob, open_files
 
 # %% ../nbs/06_eval.ipynb #7d800a19
@@ -51,9 +49,8 @@ def load_model(model: str | None = None, engine=None, store=None) -> registry.Lo
         raise ValueError(f"{model!r} is neither a training run in the store nor a registry model ({error})") from None
 
 # %% ../nbs/06_eval.ipynb #3ade2887
-def image_features(store, item_ids, preprocessing=None) -> np.ndarray:
-    "Flattened preprocessed pixels of each item (batch, pixels), through the shared `Preprocessing`."
-    preprocessing = preprocessing or Preprocessing.from_spec(DIGITS.image)
+def image_features(store, item_ids, preprocessing) -> np.ndarray:
+    "Flattened preprocessed pixels of each item (batch, pixels), through the model's `Preprocessing`."
     return np.stack([preprocessing(get_blob(store, item)).numpy().ravel() for item in item_ids])
 
 
@@ -96,7 +93,8 @@ def predict_items(predictor, store, item_ids, batch_size: int = 256) -> list[dic
 
 def evaluate(model: str | None = None, dataset_version: str | None = None, split: str = EvalDefaults.split,
              label_issues: bool = EvalDefaults.label_issues, queue: bool = EvalDefaults.queue,
-             folds: int = EvalDefaults.folds, seed: int = EvalDefaults.seed, engine=None, store=None) -> dict:
+             folds: int = EvalDefaults.folds, seed: int = EvalDefaults.seed, engine=None, store=None,
+             project: str | None = None) -> dict:  # project: whose queue gets the suspects (default: the version's)
     "Grade a model on a dataset version's split, find suspected label errors, store all, queue the suspects."
     engine, store = engine or connect(), store or open_files()
     loaded = load_model(model, engine, store)
@@ -122,7 +120,7 @@ def evaluate(model: str | None = None, dataset_version: str | None = None, split
     evaluation_id = record_evaluation(engine, name, version, split, part["item_id"], part["label"], outputs,
                                       predictor.labels, meta={"label_issues": issues, "note": note})
     to_queue = [issue for issue in issues if issue["source"] != "review"] if queue else []
-    queued = queue_label_issues(engine, to_queue, dataset_project(engine, version)) if to_queue else 0
+    queued = queue_label_issues(engine, to_queue, project or dataset_project(engine, version)) if to_queue else 0
     record, _ = load_evaluation(engine, evaluation_id)
     metrics = record["metrics"]
     return {"evaluation": evaluation_id, "model": name, "dataset": version, "split": split, "items": metrics["items"],
@@ -167,7 +165,6 @@ def app_command(host, port):
 def show_label_issues(issues: list[dict], store=None, count: int = EvalDefaults.show):
     "Draw the most likely label errors with their given and suggested labels."
     import matplotlib.pyplot as plt
-    from PIL import Image
     store = store or open_files()
     shown = issues[:count]
     if not shown:
@@ -178,7 +175,8 @@ def show_label_issues(issues: list[dict], store=None, count: int = EvalDefaults.
     for ax in axes.ravel():
         ax.axis("off")
     for ax, issue in zip(axes.ravel(), shown):
-        ax.imshow(Image.open(io.BytesIO(get_blob(store, issue["item"]))).convert("L"), cmap="gray")
+        picture = decode_image(get_blob(store, issue["item"]), max_side_out=128)  # colour stays colour
+        ax.imshow(picture.convert("RGB"), interpolation="nearest" if max(picture.size) < 64 else "antialiased")
         ax.set_title(f"{issue['label']}→{issue['suggested']} ({issue['score']:.2f})", fontsize=9)
     fig.suptitle("Suspected label errors: given → suggested (score)")
     return fig
@@ -186,11 +184,11 @@ def show_label_issues(issues: list[dict], store=None, count: int = EvalDefaults.
 
 def run_eval(model: str | None = None, dataset: str | None = None, split: str = EvalDefaults.split,
              label_issues: bool = EvalDefaults.label_issues, queue: bool = EvalDefaults.queue,
-             folds: int = EvalDefaults.folds, show: int = EvalDefaults.show) -> dict:
+             folds: int = EvalDefaults.folds, show: int = EvalDefaults.show, project: str | None = None) -> dict:
     "The stage: evaluate, plot, show and queue suspects; return the report as a dict."
     import matplotlib.pyplot as plt
     from IPython.display import display
-    result = evaluate(model, dataset, split, label_issues=label_issues, queue=queue, folds=folds)
+    result = evaluate(model, dataset, split, label_issues=label_issues, queue=queue, folds=folds, project=project)
     record, frame = load_evaluation(connect(), result["evaluation"])
     correct = (frame["label"] == frame["predicted"]).to_numpy()
     _, axes = plt.subplots(1, 3, figsize=(14, 4))

@@ -72,7 +72,7 @@ def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
 
 # %% ../nbs/06a_metrics.ipynb #284d0b29
 def plot_confusion(matrix: np.ndarray, classes, ax=None):
-    "Draw a confusion matrix with counts in the cells."
+    "Draw a confusion matrix with counts in the cells; the classes by their names (slanted when they are words)."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(4.5, 4))[1]
     shade = np.log1p(matrix) / max(np.log1p(matrix).max(), 1e-9)
@@ -82,6 +82,10 @@ def plot_confusion(matrix: np.ndarray, classes, ax=None):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if shade[i, j] > 0.6 else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
            xlabel="predicted", ylabel="true label", title="Confusion matrix")
+    if max((len(str(c)) for c in classes), default=0) > 2:
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     return ax
 
 
