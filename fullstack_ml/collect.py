@@ -28,9 +28,10 @@ from PIL import Image
 from protego import Protego
 
 from .cli import emit
-from .gallery import DEMO_IMAGES, DEMO_PORT, DIGIT_WORDS, DemoSite
+from .gallery import DEMO_PORT, DEMO_PROJECT, DemoSite, project_module
 from .images import BadImage, ImageLimits, check_image, decode_image
 from .near_duplicates import HASH_SIDE, NEAR_DUPLICATE_SIMILARITY, NearDuplicates, image_hashes
+from .project import bundled_project, bundled_projects, get_project, list_projects, project_option
 from .store import (connect, fetches, insert_new, item_sources, items, now, open_files, put_blob,
                                 sha256_hex, upsert, write_transaction)
 from .web import (NO_AI, REDIRECT_STATUSES, RETRY_STATUSES, ROBOTS_AGENT, USER_AGENT, HostGate, Refused,
@@ -401,15 +402,29 @@ def report(crawler: Crawler, seconds: float) -> dict:
         images_per_second=round(images_fetched / seconds, 2) if seconds else None)
 
 
+def crawl_vocabulary(engine, project: str | None = None) -> tuple:
+    "The labels captions are read against, and the words they may use for them (a bundled project's SYNONYMS)."
+    stored = [p.name for p in list_projects(engine)]
+    if project is None and not stored:
+        project = DEMO_PROJECT  # nothing stored yet: the bundled demo's labels (its gallery is the crawl's test site)
+    if project in bundled_projects() and project not in stored:
+        definition = bundled_project(project)
+    else:
+        definition = get_project(engine, project)  # none named: the store's only project (several: an error)
+    module = project_module(definition.name) if definition.name in bundled_projects() else None
+    return definition.label_names, dict(getattr(module, "SYNONYMS", {}))
+
+
 def crawl(start_urls: list, limits: CrawlLimits | None = None, db_url: str | None = None,
           store_url: str | None = None, allow_hosts=(), progress: bool = False, labels: list | None = None,
-          synonyms: dict | None = None, **overrides) -> dict:
-    "Crawl from `start_urls` into the store (default from the settings); keyword overrides go to CrawlLimits."
+          synonyms: dict | None = None, project: str | None = None, **overrides) -> dict:
+    "Crawl from `start_urls` into the store; weak labels are `project`'s (default: the store's only one)."
+    engine = connect(db_url)
     if labels is None:
-        from fullstack_ml.projects.digits import PROJECT as DIGITS  # until the crawl asks the project
-        labels = DIGITS.label_names
+        labels, words = crawl_vocabulary(engine, project)
+        synonyms = words if synonyms is None else synonyms
     limits = limits or CrawlLimits(**overrides)
-    crawler = Crawler(list(start_urls), limits, connect(db_url), open_files(store_url), allow_hosts, progress,
+    crawler = Crawler(list(start_urls), limits, engine, open_files(store_url), allow_hosts, progress,
                       labels, synonyms)
     try:
         return run_crawl(crawler)
@@ -429,12 +444,14 @@ def crawl(start_urls: list, limits: CrawlLimits | None = None, db_url: str | Non
               help="requests in flight in all")
 @click.option("--per-host", type=int, default=None, help="requests in flight per host (default: concurrency)")
 @click.option("--allow-host", "allow_hosts", multiple=True, help="another host[:port] the crawl may visit")
+@project_option
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
-def collect_command(urls, max_pages, max_depth, max_images, delay, concurrency, per_host, allow_hosts, as_json):
-    "Crawl pages from URL..., storing images with provenance in the store."
+def collect_command(urls, max_pages, max_depth, max_images, delay, concurrency, per_host, allow_hosts, project, as_json):
+    "Crawl pages from URL..., storing images with provenance in the store (captions read against the project's labels)."
     limits = CrawlLimits(max_pages=max_pages, max_depth=max_depth, max_images=max_images, delay=delay,
                          concurrency=concurrency, per_host=per_host or concurrency)
-    result = crawl(list(urls), limits, allow_hosts=allow_hosts, progress=not as_json and sys.stderr.isatty())
+    result = crawl(list(urls), limits, allow_hosts=allow_hosts, progress=not as_json and sys.stderr.isatty(),
+                   project=project)
     refused = sum(result["rejected"].values()) + result["robots_blocked"]
     emit(result, as_json, f"{result['pages_fetched']} pages, {result['images_stored']} new images "
                           f"({result['duplicates']} duplicates, {result['near_duplicates']} near duplicates), "
@@ -481,19 +498,24 @@ def items_command(ctx, as_json):
 # %% ../nbs/02_collect.ipynb #50415c8d
 def run_collect(start_urls: list | None = None, max_pages: int = CrawlLimits.max_pages,
                 max_depth: int = CrawlLimits.max_depth, delay: float = CrawlLimits.delay,
-                concurrency: int = CrawlLimits.concurrency, demo_images: int = DEMO_IMAGES) -> dict:
-    "Crawl `start_urls`, or the bundled demo gallery when none are given; return the report."
+                concurrency: int = CrawlLimits.concurrency, demo_images: int | None = None,
+                project: str | None = None) -> dict:
+    "Crawl `start_urls`, or the bundled project's gallery when none are given; return the report."
     limits = CrawlLimits(max_pages=max_pages, max_depth=max_depth, delay=delay, concurrency=concurrency,
                          per_host=concurrency)
     if start_urls:
-        return crawl(start_urls, limits)
+        return crawl(start_urls, limits, project=project)
+    project = project or DEMO_PROJECT
+    if project not in bundled_projects():
+        raise ValueError(f"project {project!r} has no bundled gallery to crawl: give start_urls, or bring its "
+                         f"images in with `fsml items import PATH --project {project}`")
     try:  # the usual port keeps source URLs stable, so a rerun on the same store is all 304s
-        site = DemoSite(DEMO_PORT, demo_images)
+        site = DemoSite(DEMO_PORT, demo_images, project=project)
     except OSError:  # taken (another demo site, another program): any free port will do
-        site = DemoSite(0, demo_images)
+        site = DemoSite(0, demo_images, project=project)
     with site:
-        result = crawl([site.url], limits, synonyms=DIGIT_WORDS)
-    return dict(result, demo_site=True, demo_images=demo_images)
+        result = crawl([site.url], limits, synonyms=site.synonyms, project=project)
+    return dict(result, demo_site=True, demo_images=demo_images, project=project)
 
 # %% ../nbs/02_collect.ipynb #c42e03c6
 def show_items(n: int = 40, columns: int = 10, db_url: str | None = None, store_url: str | None = None):
