@@ -153,17 +153,17 @@ def _gallery_pages(gallery: Gallery, site: dict, n_images: int, page_size: int) 
     return gallery
 
 
-@lru_cache(maxsize=2)
-def _every_image_truth(project: str) -> dict:
+@lru_cache(maxsize=4)
+def _every_image_truth(project: str, n_images: int | None) -> dict:
     module, truth = project_module(project), {}
-    for data, label in module.images(module.N_IMAGES):
+    for data, label in module.images(module.N_IMAGES if n_images is None else min(n_images, module.N_IMAGES)):
         truth[sha256_hex(data)] = truth[sha256_hex(_jpeg(data))] = label
     return truth
 
 
-def gallery_truth(project: str = DEMO_PROJECT) -> dict:
-    "True label, by sha256, of every image a gallery of `project` can serve (for benchmarks and tests only)."
-    return dict(_every_image_truth(project))
+def gallery_truth(project: str = DEMO_PROJECT, n_images: int | None = None) -> dict:
+    "True label, by sha256, of every image a gallery of `project` (of up to `n_images`) can serve (benchmarks, tests only)."
+    return dict(_every_image_truth(project, n_images))
 
 
 def demo_truth() -> dict:
