@@ -55,8 +55,8 @@ def publish_quick_model(epochs: int = 12, width: int = 8, seed: int = 0) -> dict
 
     torch.manual_seed(seed)
     preprocessing = Preprocessing.from_spec(bundled_project("digits").image)
-    config = {"model": {"arch": "digitnet", "width": width, "input_size": 16, "dropout": 0.1},
-              "preprocessing": preprocessing.config, "labels": DIGIT_LABELS}
+    config = {"model": {"arch": "small_cnn", "width": width, "input_size": 16, "dropout": 0.1},
+              "preprocessing": preprocessing.config, "labels": DIGIT_LABELS, "project": "digits"}
     train = digit_splits()["train"] + digit_splits()["valid"]
     x = preprocessing.batch([png for _, png, _ in train])
     y = torch.tensor([DIGIT_LABELS.index(label) for _, _, label in train])
