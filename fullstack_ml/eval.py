@@ -6,7 +6,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/eval.html.md"""
 
 # %% auto #0
 __all__ = ['EvalDefaults', 'load_model', 'image_features', 'dataset_label_issues', 'queue_label_issues', 'predict_items',
-           'evaluate', 'eval_cli', 'app_command', 'show_label_issues', 'run_eval']
+           'project_defaults', 'evaluate', 'eval_cli', 'app_command', 'show_label_issues', 'run_eval']
 
 # %% ../nbs/06_eval.ipynb #bbe8baf4
 from dataclasses import dataclass
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import click
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from . import registry
 from .annotate import Priority, enqueue
@@ -22,7 +23,8 @@ from .datasets import read_manifest, resolve_version
 from .metrics import (dataset_project, find_label_issues, load_evaluation, out_of_sample_probabilities,
                                   plot_confidence_histogram, plot_confusion, plot_reliability, record_evaluation)
 from .images import decode_image
-from .store import connect, get_blob, open_files
+from .project import get_project, list_projects, project_option
+from .store import connect, dataset_versions, get_blob, open_files, runs
 
 # %% ../nbs/06_eval.ipynb #7d800a19
 @dataclass(frozen=True)
@@ -91,12 +93,31 @@ def predict_items(predictor, store, item_ids, batch_size: int = 256) -> list[dic
     return outputs
 
 
+def project_defaults(engine, project: str | None, model: str | None, dataset_version: str | None) -> tuple:
+    "The model and dataset version to grade: as given, else the project's newest version and newest finished run on it."
+    if (model and dataset_version) or (project is None and not list_projects(engine)):
+        return model, dataset_version  # named, or a store without projects: the newest run and version
+    name = get_project(engine, project).name  # none named: the store's only project (several: an error listing them)
+    with engine.connect() as conn:
+        versions = conn.execute(sa.select(dataset_versions.c.id).where(dataset_versions.c.project == name)
+                                .order_by(dataset_versions.c.created_at.desc())).scalars().all()
+        newest_run = conn.execute(sa.select(runs.c.id).where(
+            runs.c.kind == "train", runs.c.status == "done", runs.c.checkpoint_path.is_not(None),
+            runs.c.dataset_version.in_(versions or [""])).order_by(runs.c.created_at.desc()).limit(1)).scalar()
+    if not dataset_version and not versions:
+        raise ValueError(f"project {name!r} has no dataset version yet: run `fsml dataset snapshot --project {name}`")
+    if not model and newest_run is None:
+        raise ValueError(f"project {name!r} has no finished training run yet: run `fsml train --project {name}`")
+    return model or newest_run, dataset_version or versions[0]
+
+
 def evaluate(model: str | None = None, dataset_version: str | None = None, split: str = EvalDefaults.split,
              label_issues: bool = EvalDefaults.label_issues, queue: bool = EvalDefaults.queue,
              folds: int = EvalDefaults.folds, seed: int = EvalDefaults.seed, engine=None, store=None,
-             project: str | None = None) -> dict:  # project: whose queue gets the suspects (default: the version's)
+             project: str | None = None) -> dict:  # project: whose newest run and version, whose queue
     "Grade a model on a dataset version's split, find suspected label errors, store all, queue the suspects."
     engine, store = engine or connect(), store or open_files()
+    model, dataset_version = project_defaults(engine, project, model, dataset_version)
     loaded = load_model(model, engine, store)
     name, predictor = loaded.ref, loaded.predictor
     version = resolve_version(dataset_version, engine)["id"]  # an id, a unique prefix, or None for the newest
@@ -139,17 +160,18 @@ def _report_text(result: dict) -> str:
 
 
 @click.group("eval", invoke_without_command=True)
-@click.option("--model", help="run id, or registry NAME[@VERSION|@ALIAS]; default: the newest training run")
-@click.option("--dataset", "dataset_version", help="dataset version (or a unique prefix); default: the newest")
+@click.option("--model", help="run id, or registry NAME[@VERSION|@ALIAS]; default: the project's newest training run")
+@click.option("--dataset", "dataset_version", help="dataset version (or a unique prefix); default: the project's newest")
 @click.option("--split", default=EvalDefaults.split, show_default=True, help="which split to grade")
 @click.option("--no-queue", is_flag=True, help="do not send suspected label errors to the annotation queue")
+@project_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_context
-def eval_cli(ctx, model, dataset_version, split, no_queue, as_json):
+def eval_cli(ctx, model, dataset_version, split, no_queue, project, as_json):
     "Evaluate a model on a dataset version; `fsml eval app` serves the evaluation app."
     if ctx.invoked_subcommand is not None:
         return
-    result = evaluate(model, dataset_version, split, queue=not no_queue)
+    result = evaluate(model, dataset_version, split, queue=not no_queue, project=project)
     emit(result, as_json, _report_text(result))
 
 

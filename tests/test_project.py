@@ -151,3 +151,31 @@ def test_concurrent_creators_on_postgres_agree(postgres_db):
 def test_project_module_stays_torch_free():
     code = "import sys, fullstack_ml.project, fullstack_ml.projects.digits; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_eval_grades_the_projects_newest_run_and_version(fsml_home):
+    "`fsml eval --project P` (no --model/--dataset): P's newest version and newest finished run on it, not another's."
+    from fullstack_ml.eval import project_defaults
+    from fullstack_ml.store import dataset_versions, runs
+
+    engine = connect()
+    assert project_defaults(engine, None, None, None) == (None, None)  # no projects: the newest, as before
+    save_project(engine, Project("pets", ["cat", "dog"]))
+    save_project(engine, Project("cars", ["sedan", "truck"]))
+    with pytest.raises(ValueError, match=r"2 projects \(cars, pets\)"):
+        project_defaults(engine, None, None, None)
+    with pytest.raises(ValueError, match="project 'pets' has no dataset version yet"):
+        project_defaults(engine, "pets", None, None)
+    with engine.begin() as conn:
+        for i, (version, project) in enumerate([("v-pets-1", "pets"), ("v-pets-2", "pets"), ("v-cars", "cars")]):
+            conn.execute(dataset_versions.insert().values(id=version, project=project, manifest_path="m",
+                                                          created_at=now() + i))
+        for i, (run, version, status) in enumerate([("r-pets", "v-pets-1", "done"), ("r-pets-failed", "v-pets-2", "failed"),
+                                                    ("r-cars", "v-cars", "done")]):
+            conn.execute(runs.insert().values(id=run, kind="train", status=status, dataset_version=version,
+                                              checkpoint_path="w" if status == "done" else None, created_at=now() + i))
+    assert project_defaults(engine, "pets", None, None) == ("r-pets", "v-pets-2")
+    assert project_defaults(engine, "cars", None, None) == ("r-cars", "v-cars")
+    assert project_defaults(engine, "cars", "r-pets", "v-pets-1") == ("r-pets", "v-pets-1")  # named: as given
+    listed = fsml("eval", "--help", env=env_for(fsml_home)).stdout
+    assert "--project NAME" in listed
