@@ -161,9 +161,11 @@ def test_feedback_on_postgresql_twice_and_at_once(postgres_db, tmp_path):
 
     from fullstack_ml.labels import export_labels
     from fullstack_ml.demo import record_feedback
+    from fullstack_ml.project import bundled_project, save_project
     from fullstack_ml.store import connect, open_files
 
     engine, store = connect(postgres_db), open_files(str(tmp_path / "files"))
+    save_project(engine, bundled_project("digits"))  # the store's only project: the corrections' project
     _, png, _ = digit_splits()["test"][0]
     with ThreadPoolExecutor(2) as pool:
         saved = list(pool.map(lambda label: record_feedback(png, label, {"label": "0", "model": "digits@1"},
