@@ -25,14 +25,8 @@ from .queue import open_queue
 
 # %% ../nbs/07c_worker.ipynb #6f57d7e8
 def production_ref(engine=None) -> str:
-    "`NAME@production` of the one model that has a production alias; an error listing them when not exactly one."
-    names = sorted({row["name"] for row in registry.list_artifacts(engine) if "production" in row["aliases"]})
-    if len(names) == 1:
-        return f"{names[0]}@production"
-    published = sorted({row["name"] for row in registry.list_artifacts(engine)})
-    raise FileNotFoundError(f"expected one model with a production alias, found {len(names)} ({', '.join(names) or 'none'}"
-                            f"; published: {', '.join(published) or 'none'}): promote one (fsml registry promote "
-                            "NAME VERSION) or pass --model NAME@production")
+    "`NAME@production` of the registry's one model (`registry.default_model`); an error listing them when several."
+    return f"{registry.default_model(engine)}@production"
 
 # %% ../nbs/07c_worker.ipynb #6deb31f7
 MAX_SIDE_OUT = 256  # every image is shrunk to at most this many pixels a side before preprocessing
