@@ -9,6 +9,7 @@ __all__ = ['HUMAN_KINDS', 'LEASE_S', 'Priority', 'ensure_project', 'get_project'
            'release', 'lease_lost_message', 'submit', 'submit_and_claim', 'skip', 'undo', 'queue_counts']
 
 # %% ../nbs/03_annotate.ipynb #b2c3413f
+import json
 import os
 import random
 from contextlib import contextmanager
@@ -140,7 +141,7 @@ def _queue_transaction(engine: Engine):
         fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
 # %% ../nbs/03_annotate.ipynb #674830be
-_compiled_statements: dict = {}  # (id(statement), dialect name) -> (compiled, sql, parameter order or None)
+_compiled_statements: dict = {}  # (id(statement), dialect) -> (statement, sql, parameter order or None, constants)
 
 
 def _run(conn, statement, params: dict | list):
@@ -148,11 +149,12 @@ def _run(conn, statement, params: dict | list):
     key = (id(statement), conn.dialect.name)
     if key not in _compiled_statements:
         compiled = statement.compile(dialect=conn.dialect)
-        _compiled_statements[key] = (statement, compiled, compiled.string, compiled.positiontup)
-    _, compiled, sql, order = _compiled_statements[key]
+        constants = {name: bind.value for name, bind in compiled.binds.items()}  # the :p_* come with each call
+        _compiled_statements[key] = (statement, compiled.string, compiled.positiontup, constants)
+    _, sql, order, constants = _compiled_statements[key]
 
     def values(row):
-        bound = compiled.construct_params(row)
+        bound = {**constants, **row}
         return [bound[name] for name in order] if order else bound
 
     cursor = conn.connection.dbapi_connection.cursor()
@@ -236,6 +238,8 @@ def enqueue(
                              "reason": reason, "rank": random.random(), "created_at": now()})
         # a concurrent enqueue of the same new item (PostgreSQL) must not fail: the first one wins
         insert_new(conn, tasks, new_rows)
+        if is_postgres(engine) and len(new_rows) >= 500:  # a queue grown this much needs fresh statistics, else
+            conn.exec_driver_sql("ANALYZE tasks, leases, annotations")  # the planner may sort it all per claim
     return changed + len(new_rows)
 
 # %% ../nbs/03_annotate.ipynb #58eec88a
@@ -244,14 +248,22 @@ class LeaseLost(RuntimeError):
 
 
 _mine, _own = annotations.alias("mine"), leases.alias("own_lease")
-_ELIGIBLE = [  # a task row :p_annotator may claim at :p_at
-    tasks.c.project == _project,
-    sa.select(sa.func.count()).where(_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project,
-                                     _mine.c.annotator == _annotator).scalar_subquery() == 0,
-    sa.select(sa.func.count()).where(_own.c.project == _project, _own.c.item_id == tasks.c.item_id,
-                                     _own.c.annotator == _annotator, _own.c.expires_at > _at).scalar_subquery() == 0,
-    _human_count(tasks.c.item_id) + _lease_count(tasks.c.item_id) < tasks.c.overlap,
-]
+
+
+def _eligible(per_row_counts: bool = True) -> list:
+    "SQL conditions: a task row :p_annotator may claim at :p_at (two spellings of one rule, see above)."
+    mine = [_mine.c.item_id == tasks.c.item_id, _mine.c.project == _project, _mine.c.annotator == _annotator]
+    own = [_own.c.project == _project, _own.c.item_id == tasks.c.item_id, _own.c.annotator == _annotator,
+           _own.c.expires_at > _at]
+    if per_row_counts:
+        never_mine = [sa.select(sa.func.count()).where(*where).scalar_subquery() == 0 for where in (mine, own)]
+    else:
+        never_mine = [~sa.exists().where(*where) for where in (mine, own)]
+    return [tasks.c.project == _project, *never_mine,
+            _human_count(tasks.c.item_id) + _lease_count(tasks.c.item_id) < tasks.c.overlap]
+
+
+_ELIGIBLE = _eligible()
 _ORDER = (tasks.c.priority.desc(), tasks.c.rank.desc())  # walks the index ix_tasks_order backwards
 _SHARES = {False: [], True: [tasks.c.priority <= int(Priority.ROUTINE)]}  # explore: the unflagged rest, at random
 _CANDIDATES = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE, *where).order_by(*_ORDER)
@@ -361,6 +373,10 @@ _RAISE_PRIORITY = tasks.update().where(tasks.c.project == _project, tasks.c.item
 _DROP_LEASE = leases.delete().where(leases.c.project == _project, leases.c.item_id == _item,
                                     leases.c.annotator == _annotator)
 _WEAK_LABEL = sa.select(items.c.weak_label).where(items.c.id == _item)
+_INSERT_LABEL = annotations.insert().values(  # :p_meta is JSON text (the DBAPI cursor skips SQLAlchemy's types)
+    project=_project, item_id=_item, annotator=_annotator, kind="label", created_at=_at,
+    **{name: sa.bindparam(f"p_{name}", type_=annotations.c[name].type) for name in ("label", "seconds", "meta")},
+).returning(annotations.c.id)
 
 
 def _lock_task(conn, engine: Engine, project: str, item_id: str):
@@ -402,9 +418,8 @@ def _submit(conn, engine: Engine, project: str, item_id: str, annotator: str, la
         if weak and weak[0] is not None and weak[0] != label:  # a person contradicts the caption: hurry the others
             _run(conn, _RAISE_PRIORITY, params)
     _run(conn, _DROP_LEASE, params)
-    row = {"project": project, "item_id": item_id, "annotator": annotator, "kind": "label", "label": label,
-           "seconds": seconds, "created_at": at, "meta": meta or None}
-    return conn.execute(annotations.insert(), row).inserted_primary_key[0]
+    row = dict(params, p_label=label, p_seconds=seconds, p_meta=json.dumps(meta) if meta else None)
+    return _run(conn, _INSERT_LABEL, row).fetchone()[0]
 
 # %% ../nbs/03_annotate.ipynb #bc6b81d1
 def submit(

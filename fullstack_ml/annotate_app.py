@@ -21,12 +21,9 @@ from sqlalchemy.engine import Engine
 from fullstack_ml.annotate import (
     HUMAN_KINDS, LEASE_S, LeaseLost, claim, get_project, heartbeat, queue_counts, skip, submit_and_claim, undo,
 )
-from .apps import asset_path
 from .auth import User, app_user, can
 from .images import MIME_TYPES, BadImage, decode_image
-from fullstack_ml.labels import (
-    ReviewConflict, current_labels, export_labels, import_labels, review, review_queue, status,
-)
+from .pipeline import notebooks_dir
 from .settings import annotate_project, get_settings, page_query
 from .store import connect, get_blob, items, open_files
 
@@ -133,6 +130,8 @@ class ReviewSession(AnnotationSession):
 
     def top_up(self, held: list | None = None) -> None:
         "Send the page the next disputed items it does not have, with who voted what as the hint."
+        from fullstack_ml.labels import current_labels, review_queue  # pandas: only reviewers' kernels pay for it
+
         todo = [i for i in review_queue(self.engine, self.project).item_id if i not in self.sent | self.passed]
         new = todo[:max(0, 1 + self.prefetch - len(self.sent))]
         votes = current_labels(self.engine, self.project, kinds=HUMAN_KINDS)
@@ -145,6 +144,8 @@ class ReviewSession(AnnotationSession):
 
     def handle(self, message: dict) -> None:
         "React to one message from the page: ready, label (the decision), skip or undo."
+        from fullstack_ml.labels import ReviewConflict, review
+
         kind, item_id = message.get("type"), message.get("id")
         if kind == "ready":
             self.sent = set()
@@ -174,8 +175,8 @@ def _widget_class():
 
     class AnnotationWidget(anywidget.AnyWidget):
         "The keyboard-first page; talks to an AnnotationSession through custom messages."
-        _esm = asset_path("annotate.js")
-        _css = asset_path("annotate.css")
+        _esm = notebooks_dir() / "assets" / "annotate.js"
+        _css = notebooks_dir() / "assets" / "annotate.css"
         project = traitlets.Unicode().tag(sync=True)
         annotator = traitlets.Unicode().tag(sync=True)
         labels = traitlets.List().tag(sync=True)  # the project's label names, in order
@@ -271,6 +272,7 @@ def app_command(port, host, project, cull_idle):
 def status_command(project, as_json):
     "Progress, agreement and each annotator's pace."
     from fullstack_ml.cli import emit
+    from fullstack_ml.labels import status
 
     project = get_project(connect(), project)["name"]
     report = status(connect(), project)
@@ -288,6 +290,7 @@ def status_command(project, as_json):
 def export_command(project, history, as_json):
     "Current labels as JSON lines: item, annotator, label, kind, seconds, created_at."
     from fullstack_ml.cli import emit
+    from fullstack_ml.labels import export_labels
 
     project = get_project(connect(), project)["name"]
     emit(export_labels(connect(), project, history), True)
@@ -301,6 +304,7 @@ def export_command(project, history, as_json):
 def import_command(path, project, annotator, as_json):
     "Import labels from CSV or JSON lines (item, label[, annotator])."
     from fullstack_ml.cli import emit
+    from fullstack_ml.labels import import_labels
 
     project = get_project(connect(), project)["name"]
     count = import_labels(connect(), project, path, annotator)

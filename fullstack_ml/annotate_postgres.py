@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from fullstack_ml.annotate import (
-    _CANDIDATES_LOCKED, _DELETE_TASK, _DROP_LEASE, _ELIGIBLE, _ORDER, _OWN_LEASES, _RAISE_PRIORITY, _RENEW,
-    _SUBMIT_CHECKS, _TASK_LOCKED, _WEAK_LABEL, LeaseLost, Priority, lease_lost_message,
+    _DELETE_TASK, _DROP_LEASE, _ORDER, _OWN_LEASES, _RAISE_PRIORITY, _RENEW, _SHARES, _SUBMIT_CHECKS, _TASK_LOCKED,
+    _WEAK_LABEL, LeaseLost, Priority, _eligible, lease_lost_message,
 )
 from .store import now, tasks
 
@@ -37,6 +37,10 @@ def _plpgsql(statement, dialect) -> str:
     return re.sub(r"%\((\w+)\)s", variable_or_literal, compiled.string)
 
 
+_ELIGIBLE = _eligible(per_row_counts=False)  # NOT EXISTS: what PostgreSQL's planner estimates well (03)
+_CANDIDATES_LOCKED = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE, *where).order_by(*_ORDER)
+                      .limit(sa.bindparam("p_need")).with_for_update(skip_locked=True, of=tasks)
+                      for explore, where in _SHARES.items()}
 _RECHECK_LOCKED = (sa.select(tasks.c.item_id)  # the locked candidates, seen afresh: drop those claimed meanwhile
                    .where(*_ELIGIBLE, tasks.c.item_id == sa.func.any(sa.bindparam("p_locked")))
                    .order_by(*_ORDER).limit(sa.bindparam("p_need")))

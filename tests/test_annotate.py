@@ -205,8 +205,8 @@ def test_sigkilled_annotator_loses_its_lease(db_url):
     assert stored_labels(db_url, "digits") == [(item_id, "survivor", "4")]
 
 
-def test_the_app_kernel_stays_torch_free(fsml_home):
-    "Build the app as its Voila kernel does (an RGB project with word labels) and look at what was imported."
+def test_the_app_kernel_stays_small(fsml_home):
+    "Build the app as its Voila kernel does (a project with word labels): no torch, no pandas, no Voila launcher."
     from fullstack_ml.project import Label, Project, save_project
 
     engine = connect()
@@ -217,7 +217,9 @@ def test_the_app_kernel_stays_torch_free(fsml_home):
             "page = annotation_app(user=User('ann', 'annotator')).children[0]\n"
             "assert (page.project, page.labels, page.hotkeys, page.descriptions) == "
             "('pets', ['cat', 'dog'], ['c', 'd'], ['any cat', '']), page\n"
-            "assert 'torch' not in sys.modules, 'the annotation app imported torch'\n")
+            "assert 'torch' not in sys.modules, 'the annotation app imported torch'\n"
+            "heavy = [m for m in ('pandas', 'jupyter_server', 'nbformat') if m in sys.modules]\n"
+            "assert not heavy, f'the annotator kernel imported {heavy}: each annotator pays for it in memory'\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 
 
