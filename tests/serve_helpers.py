@@ -65,10 +65,10 @@ def digit_png(seed: int = 0) -> bytes:
 def make_dataset_version(engine, store, n: int = 60) -> str:
     "A dataset version of `n` scikit-learn digits (labels from the digits), without annotation."
     import pandas as pd
-    from fullstack_ml.datasets import add_digit_items, split_of, version_id
+    from fullstack_ml.datasets import add_bundled_items, split_of, version_id
     from fullstack_ml.store import dataset_versions, now
 
-    ids = add_digit_items(engine, store, range(n))
+    ids = add_bundled_items(engine, store, "digits", range(n))
     from sklearn.datasets import load_digits
     targets = load_digits().target[:n]
     manifest = pd.DataFrame({"item_id": ids, "label": [str(t) for t in targets],
