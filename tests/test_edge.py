@@ -243,3 +243,62 @@ def test_page_predicts_in_the_browser_with_no_request_elsewhere(edge_site, brows
                                          "accuracy": float((in_browser.argmax(1) == truth).mean())}}
     (artifacts_dir / "edge_demo.json").write_text(json.dumps(figures, indent=2))
     print("edge demo:", json.dumps(figures))
+
+
+def test_page_for_a_photo_project_offers_upload_only_and_agrees_with_python(browser, tmp_path):
+    "An RGB letterbox project (not drawn): the site has no canvas, and its in-browser scores equal PyTorch's."
+    if shutil.which("npm") is None:
+        pytest.skip("npm is needed to fetch onnxruntime-web") if not os.environ.get("CI") else pytest.fail("no npm")
+    from types import SimpleNamespace
+
+    import torch
+
+    from fullstack_ml.edge import export_onnx, fetch_onnxruntime_web, write_site
+    from fullstack_ml.preprocessing import Preprocessing
+    from fullstack_ml.project import ImageSpec
+
+    spec = ImageSpec(side=32, colour="rgb", fit="letterbox", mean=(0.5, 0.45, 0.4), std=(0.25, 0.24, 0.26))
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                                  torch.nn.Flatten(), torch.nn.Linear(24, 5)).eval()
+    labels = ["circle", "cross", "square", "star", "triangle"]
+    predictor = SimpleNamespace(model=network, preprocessing=Preprocessing.from_spec(spec), labels=labels)
+    info = {"name": "shapes", "version": 1, "ref": "shapes@1", "manifest_sha256": "0" * 64, "weights_sha256": "0" * 64,
+            "project": "shapes", "drawable": False, "labels": labels, "preprocessing": predictor.preprocessing.config}
+    site = tmp_path / "site"
+    write_site(site, export_onnx(predictor), info, fetch_onnxruntime_web(tmp_path / "npm"))
+    pictures = [data for data in photos(seed=3) if data.startswith(b"\x89PNG")]  # the browser's JPEG decoder may differ
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    page = browser.new_page()
+    problems = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        wait_for_port(port, proc=server)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("() => window.fsmlTiming && window.fsmlTiming.modelReadyMs !== null", timeout=60_000)
+        assert page.locator("canvas.fsml-canvas").count() == 0 and page.text_content("#status") == "Upload an image."
+        upload = tmp_path / "photo.png"
+        upload.write_bytes(pictures[0])
+        page.set_input_files("#upload", str(upload))
+        page.wait_for_function("() => window.fsmlTiming.predictions >= 1", timeout=30_000)
+        assert page.locator("#scores .bar").count() == len(labels)
+        assert page.get_attribute("#label", "data-label") in labels
+        in_browser = page.evaluate("""async (images) => {
+            const out = [];
+            for (const data of images) {
+                const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+                out.push((await window.fsmlClassify(new Blob([bytes], { type: "image/png" }))).scores);
+            }
+            return out; }""", [base64.b64encode(data).decode() for data in pictures])
+    finally:
+        page.close()
+        stop(server)
+    assert not problems, problems
+    with torch.no_grad():
+        expected = torch.softmax(network(predictor.preprocessing.batch(pictures)), dim=1).numpy()
+    in_browser = np.asarray(in_browser, dtype=np.float32)
+    assert in_browser.shape == expected.shape == (len(pictures), len(labels))
+    assert np.abs(in_browser - expected).max() < 1e-5
