@@ -35,7 +35,7 @@ def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out
     from scrapy.crawler import CrawlerProcess
     from scrapy.linkextractors import LinkExtractor
 
-    stats = {"pages": 0, "images": 0, "pages_scheduled": 1}
+    stats = {"pages": 0, "images": 0, "pages_scheduled": 1, "page_urls": [], "image_urls": []}
     links = LinkExtractor()
     host = urlsplit(url).netloc  # stay on the site's host (and port), as ours does
 
@@ -45,6 +45,7 @@ def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out
 
         def parse(self, response):
             stats["pages"] += 1
+            stats["page_urls"].append(response.url)
             for link in links.extract_links(response):
                 on_host = urlsplit(link.url).netloc == host
                 if on_host and not link.nofollow and stats["pages_scheduled"] < max_pages:
@@ -59,6 +60,7 @@ def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out
                 Image.open(io.BytesIO(data)).load()
             except (OSError, SyntaxError, ValueError):  # not an image, or a broken one
                 return
+            stats["image_urls"].append(response.url)
             name = hashlib.sha256(data).hexdigest()
             Path(out_dir, name).write_bytes(data)
             stats["images"] += 1
@@ -70,19 +72,38 @@ def scrapy_child(url: str, concurrency: int, max_pages: int, max_depth: int, out
         "AUTOTHROTTLE_ENABLED": False, "COOKIES_ENABLED": False, "RETRY_ENABLED": True,
     })
     process.crawl(Gallery)
-    began = time.monotonic()
+    began, cpu = time.monotonic(), time.process_time()
     process.start()
     seconds = time.monotonic() - began  # includes fetching robots.txt, as ours does
-    print(json.dumps(dict(pages=stats["pages"], images=stats["images"], seconds=seconds)))
+    print(json.dumps(dict(pages=stats["pages"], images=stats["images"], seconds=seconds,
+                          cpu_seconds=time.process_time() - cpu, page_urls=sorted(stats["page_urls"]),
+                          image_urls=sorted(stats["image_urls"]))))
 
 
 def run_ours(url: str, concurrency: int, max_pages: int, max_depth: int) -> dict:
+    import sqlalchemy as sa
+
     from fullstack_ml.collect import crawl
+    from fullstack_ml.store import connect, fetches, get_blob, items, open_files
 
     with tempfile.TemporaryDirectory() as home:
-        result = crawl([url], db_url=f"sqlite:///{home}/fsml.db", store_url=f"{home}/files", delay=0,
+        db_url, store_url = f"sqlite:///{home}/fsml.db", f"{home}/files"
+        cpu = time.process_time()
+        result = crawl([url], db_url=db_url, store_url=store_url, delay=0,
                        concurrency=concurrency, per_host=concurrency, max_pages=max_pages, max_depth=max_depth)
-    return dict(pages=result["pages_fetched"], images=result["images_fetched"], seconds=result["seconds"])
+        cpu = time.process_time() - cpu
+        with connect(db_url).connect() as conn:  # what it did, read back from the store
+            rows = conn.execute(sa.select(fetches.c.url, fetches.c.kind, fetches.c.outcome, fetches.c.reason)).all()
+            item_ids = list(conn.execute(sa.select(items.c.id)).scalars())
+        files = open_files(store_url)
+        assert all(get_blob(files, item_id) for item_id in item_ids), "an item's blob is missing or corrupt"
+    fetched = [r for r in rows if r.outcome in ("stored", "duplicate") or r.reason in SMALLER_THAN_A_GALLERY_IMAGE]
+    return dict(pages=result["pages_fetched"], images=result["images_fetched"], seconds=result["seconds"],
+                cpu_seconds=cpu, items=len(item_ids), page_urls=sorted(r.url for r in fetched if r.kind == "page"),
+                image_urls=sorted(r.url for r in fetched if r.kind == "image"))
+
+
+SMALLER_THAN_A_GALLERY_IMAGE = ("too small",)  # fetched and decoded by both; only ours refuses to keep icons
 
 
 def run_scrapy(url: str, concurrency: int, max_pages: int, max_depth: int) -> dict | None:
@@ -132,7 +153,8 @@ def main() -> None:
         stop(server)
 
     print(f"demo gallery: {args.images} digits; concurrency {args.concurrency}, delay 0, max_pages {args.max_pages}, "
-          f"max_depth {args.max_depth}; best of {args.repeat}")
+          f"max_depth {args.max_depth}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     best = {}
     for name, results in runs.items():
         if not results:
@@ -141,10 +163,20 @@ def main() -> None:
         best[name] = dict(run, pages_per_s=run["pages"] / run["seconds"], images_per_s=run["images"] / run["seconds"])
         b = best[name]
         print(f"{name:>13}: {b['pages']:4d} pages, {b['images']:5d} images in {b['seconds']:6.2f}s = "
-              f"{b['pages_per_s']:7.1f} pages/s, {b['images_per_s']:7.1f} images/s")
+              f"{b['pages_per_s']:7.1f} pages/s, {b['images_per_s']:7.1f} images/s; "
+              f"{1000 * b['cpu_seconds'] / b['images']:.2f} ms CPU per image")
     if "scrapy" not in best:
         print("scrapy is not installed: `pip install scrapy` (benchmark only) to compare")
         return
+    for ours, theirs in zip(runs["fullstack_ml"], runs["scrapy"]):  # every run, not only the best
+        for kind in ("page_urls", "image_urls"):
+            only_ours, only_theirs = set(ours[kind]) - set(theirs[kind]), set(theirs[kind]) - set(ours[kind])
+            if only_ours or only_theirs:
+                sys.exit(f"the crawlers fetched different {kind.replace('_urls', 's')}: only ours "
+                         f"{sorted(only_ours)[:3]} ({len(only_ours)}), only Scrapy's {sorted(only_theirs)[:3]} "
+                         f"({len(only_theirs)})")
+    print(f"same pages ({len(ours['page_urls'])}) and images ({len(ours['image_urls'])}) fetched by both, "
+          f"in every run; ours stored {ours['items']} items, every blob read back and verified")
     ratio = best["fullstack_ml"]["images_per_s"] / best["scrapy"]["images_per_s"]
     print(f"ratio fullstack_ml / scrapy: {ratio:.2f}x images/s, "
           f"{best['fullstack_ml']['pages_per_s'] / best['scrapy']['pages_per_s']:.2f}x pages/s "

@@ -217,7 +217,7 @@ def import_items(paths: list, project: str | None = None, labels_from: str = "au
                     counts[outcome] += 1
                     weak_labels[source["label"]] += outcome in ("stored", "near_duplicate") and source["label"] is not None
                 if sum(map(len, crawler.ledger.pending.values())) >= 200:
-                    crawler.ledger.flush()
+                    crawler.ledger.flush(wait=False)  # a batch is written while the next one loads
                 bar.update(1)
         crawler.ledger.flush()
     finally:

@@ -12,9 +12,11 @@ __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 
            'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
 
 # %% ../nbs/core/store.ipynb #f1ab014a
+import ctypes
 import hashlib
 import os
 import secrets
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -379,6 +381,23 @@ class IntegrityError(RuntimeError):
     "Bytes read from the file store do not match their checksum."
 
 
+def _sync_filesystem(path: str) -> None:
+    "Make every write so far to the filesystem holding `path` durable: one syncfs (Linux), else a full sync."
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if getattr(_LIBC, "syncfs", None) is not None and _LIBC.syncfs(fd) == 0:
+            return
+    finally:
+        os.close(fd)
+    os.sync()
+
+
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except OSError:  # no C library to ask: os.sync() it is
+    _LIBC = None
+
+
 class FileStore:
     "Content-addressed blobs and named files on any fsspec URL, written atomically."
 
@@ -387,32 +406,53 @@ class FileStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self.fs.makedirs(self.root, exist_ok=True)
+        self.unsynced, self.lock = [], threading.Lock()  # (temporary, final) paths of deferred writes
+        self.folders = set()  # local folders known to exist
 
     def path(self, name: str) -> str:
         "Full path of a named file inside the store."
         return f"{self.root.rstrip('/')}/{name.lstrip('/')}"
 
-    def write(self, name: str, data: bytes) -> str:
-        "Write `data` under `name` atomically (temporary name, then rename); return the name."
+    def write(self, name: str, data: bytes, defer_sync: bool = False) -> str:
+        "Write `data` under `name` atomically (temporary name, then rename); deferred: at the next `sync()`."
         final = self.path(name)
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         temp = f"{final}.tmp-{uuid.uuid4().hex}"
         if self.local:
+            folder = final.rsplit("/", 1)[0]
+            if folder not in self.folders:  # fsspec's makedirs costs several stat calls a file
+                os.makedirs(folder, exist_ok=True)
+                self.folders.add(folder)
             with open(temp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, final)
+                if not defer_sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if defer_sync:
+                with self.lock:
+                    self.unsynced.append((temp, final))
+            else:
+                os.replace(temp, final)
         else:
+            self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(temp, data)
             self.fs.mv(temp, final)
         return name
+
+    def sync(self) -> None:
+        "Make deferred writes durable, then give them their names: one filesystem sync a batch, not an fsync a file."
+        with self.lock:
+            pending, self.unsynced = self.unsynced, []
+        if pending:
+            _sync_filesystem(self.root)  # the bytes are on disk before any name points at them
+            for temp, final in pending:
+                os.replace(temp, final)
+            _sync_filesystem(self.root)  # and the names too, before a database row may point at them
 
     def read(self, name: str) -> bytes:
         return self.fs.cat_file(self.path(name))
 
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        return os.path.exists(self.path(name)) if self.local else self.fs.exists(self.path(name))
 
     def list(self, prefix: str = "") -> list[str]:
         "Names of files under `prefix` (temporary files left by crashes are not listed)."
@@ -432,11 +472,11 @@ def blob_name(sha: str) -> str:
     return f"blobs/{sha[:2]}/{sha}"
 
 
-def put_blob(store: FileStore, data: bytes) -> str:
-    "Store `data` by content and return its sha256 (a no-op when it is already there)."
+def put_blob(store: FileStore, data: bytes, defer_sync: bool = False) -> str:
+    "Store `data` by content and return its sha256 (a no-op when it is already there; deferred: see `write`)."
     sha = sha256_hex(data)
     if not store.exists(blob_name(sha)):
-        store.write(blob_name(sha), data)
+        store.write(blob_name(sha), data, defer_sync)
     return sha
 
 

@@ -71,10 +71,10 @@ def robots_from_response(status: int | None, text: str) -> Protego:
 ROBOTS_MAX_BYTES = 500_000  # RFC 9309: parse at least the first 500 KiB; we parse no more
 
 
-def fetch_robots(session: requests.Session, robots_url: str, timeout: float) -> Protego:
+def fetch_robots(session: requests.Session, robots_url: str, timeout: float, **options) -> Protego:
     "GET a robots.txt (its first 500 KB at most) and read its rules; unreachable means nothing is allowed."
     try:
-        response = session.get(robots_url, timeout=timeout, stream=True)
+        response = session.get(robots_url, timeout=timeout, stream=True, **options)
         status, body = response.status_code, b""
         for chunk in response.iter_content(64 * 1024):
             body += chunk
@@ -107,7 +107,9 @@ class HostGate:
             with self.lock:
                 start = max(time.monotonic(), self.next_start)
                 self.next_start = start + self.delay
-            time.sleep(max(0.0, start - time.monotonic()))
+            wait_s = start - time.monotonic()
+            if wait_s > 0:  # sleep(0) would still hand the GIL to another thread: a few ms each under load
+                time.sleep(wait_s)
             yield
 
 # %% ../nbs/02b_web.ipynb #71014509

@@ -25,7 +25,8 @@ from PIL import Image
 
 from fullstack_ml.collect import crawl
 from fullstack_ml.gallery import DemoSite, _digit_pixels, _png, demo_truth
-from fullstack_ml.store import blob_name, connect, fetches, get_blob, item_sources, items, open_files, sha256_hex
+from fullstack_ml.store import (blob_name, connect, fetches, get_blob, item_sources, items, open_files, put_blob,
+                                sha256_hex)
 
 
 # ---------------------------------------------------------------------------------------------------- the site
@@ -451,3 +452,12 @@ def test_crawl_into_postgres(postgres_db, tmp_path):
         again = crawl([site.url], db_url=postgres_db, store_url=str(tmp_path / "files"), delay=0, max_pages=3)
     assert first["items_total"] == 110 and first["duplicates"] == 10
     assert again["images_stored"] == 0 and again["items_total"] == 110
+
+
+def test_deferred_blobs_get_their_names_only_when_synced(tmp_path):
+    "The crawl writes blobs without an fsync each; they are named (and so may be pointed at) only after one sync."
+    files = open_files(str(tmp_path / "files"))
+    sha = put_blob(files, b"some bytes", defer_sync=True)
+    assert not files.exists(blob_name(sha)) and files.list() == []  # a crash now leaves only a temporary file
+    files.sync()
+    assert get_blob(files, sha) == b"some bytes" and files.list() == [blob_name(sha)]
