@@ -355,7 +355,8 @@ def page_widgets(drawable: bool = True) -> DemoPage:
     "Every widget of the page, unwired; a canvas only when `drawable`. The labels come with the answering model."
     upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
                                 layout={"width": "280px"})
-    preview = widgets.Image(format="png", layout={"width": "112px", "height": "112px", "border": "1px solid #ccc"})
+    preview = widgets.Image(format="png", layout={"width": "112px", "height": "112px", "border": "1px solid #ccc",
+                                                  "object_fit": "contain"})  # a photo keeps its proportions
     retry = widgets.Button(description="Try again", icon="refresh", layout={"display": "none"})
     correction, choice, send = correction_row([])
     correction.layout.display = "none"
