@@ -147,7 +147,8 @@ function transpose(data, width, height) {
 function boxResize(data, width, height, size) {
   // one plane: Image.fromarray(a, "F").resize((size, size), BOX). Pillow 13 resamples the vertical axis first
   // when height + size > 2 * width (a tall picture shrunk to a square; found by measuring, checked by
-  // tests/test_edge.py), otherwise the horizontal one; the order changes the float32 rounding between passes
+  // tests/test_edge.py), otherwise the horizontal one; the order changes the float32 rounding between passes.
+  // Earlier Pillows always went horizontal first: there, tall pictures of a "resize" spec differ by one rounding
   if (width === size && height === size) return Float32Array.from(data);
   if (height + size > 2 * width) return transpose(twoPasses(transpose(data, width, height), height, width, size), size, size);
   return twoPasses(data, width, height, size);
