@@ -32,8 +32,8 @@ from .gallery import DEMO_PORT, DEMO_PROJECT, DemoSite, project_module
 from .images import BadImage, ImageLimits, check_image, decode_image
 from .near_duplicates import HASH_SIDE, NEAR_DUPLICATE_SIMILARITY, NearDuplicates, image_hashes
 from .project import bundled_project, bundled_projects, get_project, list_projects, project_option
-from .store import (connect, fetches, insert_new, item_sources, items, now, open_files, put_blob,
-                                sha256_hex, upsert, write_transaction)
+from .store import (annotations, connect, fetches, insert_new, item_sources, items, now, open_files,
+                                put_blob, sha256_hex, tasks, upsert, write_transaction)
 from .web import (NO_AI, REDIRECT_STATUSES, RETRY_STATUSES, ROBOTS_AGENT, USER_AGENT, HostGate, Refused,
                               conditional_headers, fetch_robots, host_of, normalize_url, parse_page, read_body,
                               retry_after_seconds)
@@ -494,11 +494,15 @@ ITEM_FIELDS = ["id", "source_url", "page_url", "weak_label", "caption", "width",
                "group_id", "origin", "fetched_at"]
 
 
-def list_items(db_url: str | None = None) -> list[dict]:
-    "Every item in the store, oldest first, with the fields of `fsml items`."
+def list_items(db_url: str | None = None, project: str | None = None) -> list[dict]:
+    "Every item in the store (or queued or labelled in `project`), oldest first, with the fields of `fsml items`."
+    query = sa.select(*[items.c[f] for f in ITEM_FIELDS]).order_by(items.c.created_at, items.c.id)
+    if project is not None:  # an item belongs to a project once it is queued or labelled there
+        in_project = sa.union(sa.select(tasks.c.item_id).where(tasks.c.project == project),
+                              sa.select(annotations.c.item_id).where(annotations.c.project == project))
+        query = query.where(items.c.id.in_(sa.select(in_project.subquery().c.item_id)))
     with connect(db_url).connect() as conn:
-        rows = conn.execute(sa.select(*[items.c[f] for f in ITEM_FIELDS]).order_by(items.c.created_at, items.c.id))
-        return [dict(row._mapping) for row in rows]
+        return [dict(row._mapping) for row in conn.execute(query)]
 
 
 class ItemsGroup(click.Group):
@@ -515,13 +519,16 @@ class ItemsGroup(click.Group):
 
 
 @click.group("items", cls=ItemsGroup, invoke_without_command=True)
+@click.option("--project", default=None, metavar="NAME", help="only the items queued or labelled in this project")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object a line")
 @click.pass_context
-def items_command(ctx, as_json):
+def items_command(ctx, project, as_json):
     "List the collected and imported items; `fsml items import PATH...` brings in images you have."
     if ctx.invoked_subcommand is not None:
         return
-    rows = list_items()
+    if project is not None:
+        get_project(connect(), project)  # a clear error that lists the projects
+    rows = list_items(project=project)
     text = "\n".join(f"{r['id'][:12]}  {r['weak_label'] or '-'}  {r['width']}x{r['height']}  {r['source_url']}"
                      for r in rows) or "no items yet: run `fsml collect URL`"
     emit(rows, as_json, text)

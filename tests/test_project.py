@@ -179,3 +179,25 @@ def test_eval_grades_the_projects_newest_run_and_version(fsml_home):
     assert project_defaults(engine, "cars", "r-pets", "v-pets-1") == ("r-pets", "v-pets-1")  # named: as given
     listed = fsml("eval", "--help", env=env_for(fsml_home)).stdout
     assert "--project NAME" in listed
+
+
+def test_items_of_a_project_are_those_queued_or_labelled_there(fsml_home):
+    from fullstack_ml.annotate import enqueue
+    from fullstack_ml.store import annotations, items
+
+    engine, env = connect(), env_for(fsml_home)
+    save_project(engine, Project("pets", ["cat", "dog"]))
+    save_project(engine, Project("cars", ["sedan", "truck"]))
+    with engine.begin() as conn:
+        conn.execute(items.insert(), [{"id": name, "width": 8, "height": 8, "format": "PNG", "created_at": now() + i}
+                                      for i, name in enumerate(["queued", "labelled", "elsewhere"])])
+        conn.execute(annotations.insert().values(project="pets", item_id="labelled", annotator="ann", kind="label",
+                                                 label="cat", created_at=now()))
+    enqueue(engine, "pets", ["queued"])
+    enqueue(engine, "cars", ["elsewhere"])
+    listed = lambda *args: [json.loads(line)["id"] for line in fsml("items", *args, "--json", env=env).stdout.splitlines()]
+    assert listed("--project", "pets") == ["queued", "labelled"]
+    assert listed("--project", "cars") == ["elsewhere"]
+    assert listed() == ["queued", "labelled", "elsewhere"]  # no project named: every item
+    missing = fsml("items", "--project", "boats", env=env, check=False)
+    assert missing.returncode == 1 and "the store has cars, pets" in missing.stderr
