@@ -6,8 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/queue.html.md"""
 
 # %% auto #0
 __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'MAX_DEPTH', 'JOB_TTL_S', 'SQLITE_SCHEMA', 'READY', 'HELD',
-           'OPTION_TYPES', 'Job', 'new_job_id', 'failure', 'QueueFull', 'expired', 'JobQueue', 'sqlite_claim_rows',
-           'sqlite_fail', 'sqlite_store_results', 'SQLiteQueue', 'status_record', 'open_queue']
+           'OPTION_TYPES', 'Job', 'new_job_id', 'failure', 'QueueFull', 'lanes', 'expired', 'JobQueue', 'lane_sql',
+           'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'SQLiteQueue', 'status_record', 'open_queue']
 
 # %% ../nbs/07b_queue.ipynb #c1ea48db
 import json
@@ -59,6 +59,11 @@ class QueueFull(Exception):
         self.depth = depth
 
 
+def lanes(models: list | None) -> list:
+    "The model names whose jobs a claim takes: `None` (or a `None` in the list) means jobs that name no model."
+    return [None] if models is None else list(models)
+
+
 def expired(waited_s: float, job_ttl_s: float) -> str:
     "The failure reason of a job that waited past its time to live."
     return f"expired: waited {waited_s:.1f} s in the queue, past its time to live ({job_ttl_s:g} s)"
@@ -67,16 +72,17 @@ def expired(waited_s: float, job_ttl_s: float) -> str:
 class JobQueue:
     "What the API and the workers need from a queue; the backends below store the jobs."
 
-    def claim(self, consumer: str, max_jobs: int = 16, max_delay_ms: float = 10, block_ms: float = 1000) -> list[Job]:
-        "Claim up to `max_jobs`: wait up to `block_ms` for a first job, then up to `max_delay_ms` to fill the batch."
-        jobs = self._take(consumer, max_jobs, block_ms / 1000)
+    def claim(self, consumer: str, max_jobs: int = 16, max_delay_ms: float = 10, block_ms: float = 1000,
+              models: list | None = None) -> list[Job]:
+        "Claim up to `max_jobs` of `models`' jobs: wait up to `block_ms` for a first job, then up to `max_delay_ms` to fill."
+        jobs = self._take(consumer, max_jobs, block_ms / 1000, models)
         fill_until, renewed_at = time.monotonic() + max_delay_ms / 1000, time.monotonic()
         while jobs and len(jobs) < max_jobs and time.monotonic() < fill_until:
             if time.monotonic() - renewed_at > self.lease_s / 3:  # a long fill window must not lose the leases
                 self.renew(consumer, jobs)
                 renewed_at = time.monotonic()
             wait_s = min(fill_until - time.monotonic(), self.lease_s / 3)
-            jobs += self._take(consumer, max_jobs - len(jobs), wait_s)
+            jobs += self._take(consumer, max_jobs - len(jobs), wait_s, models)
         return jobs
 
     @contextmanager
@@ -126,12 +132,23 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (status, updated_at);
 READY = "(status = 'queued' OR (status = 'running' AND lease_until < ?))"
 
 
+def lane_sql(models: list | None) -> tuple[str, tuple]:
+    "The condition (and its parameters) on jobs of `models`: each job names its model in `meta`."
+    names = [m for m in lanes(models) if m is not None]
+    condition = f"json_extract(meta, '$.model') IN ({','.join('?' * len(names))})"
+    if None in lanes(models):
+        condition = f"(json_extract(meta, '$.model') IS NULL OR {condition})"
+    return condition, tuple(names)
+
+
 def sqlite_claim_rows(db, consumer: str, max_jobs: int, lease_s: float, max_deliveries: int,
-                      result_ttl_s: float = RESULT_TTL_S, job_ttl_s: float = JOB_TTL_S) -> list[Job]:
-    "Inside a write transaction: lease up to `max_jobs` ready jobs, failing those expired or out of deliveries."
+                      result_ttl_s: float = RESULT_TTL_S, job_ttl_s: float = JOB_TTL_S,
+                      models: list | None = None) -> list[Job]:
+    "Inside a write transaction: lease up to `max_jobs` ready jobs of `models`, failing those expired or out of deliveries."
     now = time.time()
-    rows = db.execute(f"SELECT id, payload, meta, deliveries, enqueued_at, error FROM jobs WHERE {READY} "
-                      "ORDER BY enqueued_at LIMIT ?", (now, max_jobs)).fetchall()
+    lane, names = lane_sql(models)
+    rows = db.execute(f"SELECT id, payload, meta, deliveries, enqueued_at, error FROM jobs WHERE {READY} AND {lane} "
+                      "ORDER BY enqueued_at LIMIT ?", (now, *names, max_jobs)).fetchall()
     jobs = []
     for job_id, payload, meta, deliveries, enqueued_at, error in rows:
         if deliveries >= max_deliveries:  # its workers died every time: a poison job or a broken fleet
@@ -220,12 +237,13 @@ class SQLiteQueue(JobQueue):
         self._write(add)
         return job_id
 
-    def _take(self, consumer: str, max_jobs: int, wait_s: float) -> list[Job]:
+    def _take(self, consumer: str, max_jobs: int, wait_s: float, models: list | None = None) -> list[Job]:
         deadline = time.monotonic() + wait_s
+        lane, names = lane_sql(models)
         while True:
-            if self._db().execute(f"SELECT 1 FROM jobs WHERE {READY} LIMIT 1", (time.time(),)).fetchone():
-                jobs = self._write(lambda db: sqlite_claim_rows(db, consumer, max_jobs, self.lease_s,
-                                                                self.max_deliveries, self.result_ttl_s, self.job_ttl_s))
+            if self._db().execute(f"SELECT 1 FROM jobs WHERE {READY} AND {lane} LIMIT 1", (time.time(), *names)).fetchone():
+                jobs = self._write(lambda db: sqlite_claim_rows(db, consumer, max_jobs, self.lease_s, self.max_deliveries,
+                                                                self.result_ttl_s, self.job_ttl_s, models))
                 if jobs:
                     self._busy_at = time.monotonic()
                     return jobs

@@ -11,7 +11,7 @@ __all__ = ['PUT_SCRIPT', 'HELD_SCRIPT', 'COMPLETE_SCRIPT', 'GIVE_BACK_SCRIPT', '
 import json
 import time
 
-from .queue import (JOB_TTL_S, LEASE_S, MAX_DELIVERIES, MAX_DEPTH, RESULT_TTL_S, Job, JobQueue, QueueFull,
+from .queue import (JOB_TTL_S, LEASE_S, MAX_DELIVERIES, MAX_DEPTH, RESULT_TTL_S, Job, JobQueue, QueueFull, lanes,
                                 expired, failure, new_job_id, status_record)
 
 # %% ../nbs/07b_redis_queue.ipynb #5c1a7e02
@@ -68,15 +68,28 @@ class RedisQueue(JobQueue):
         self.redis = redis.Redis.from_url(url, socket_timeout=max(30.0, lease_s))
         self.stream, self.group, self.dead = f"{prefix}:jobs", "workers", f"{prefix}:dead"
         self.done = f"{prefix}:done"  # a log of finished job ids, one entry per batch, for waiting APIs
-        self._reclaimed_at = 0.0
+        self._reclaimed_at, self._grouped = 0.0, set()
         self.scripts = {name: self.redis.register_script(text) for name, text in
                         (("put", PUT_SCRIPT), ("complete", COMPLETE_SCRIPT), ("give_back", GIVE_BACK_SCRIPT),
                          ("renew", RENEW_SCRIPT))}
-        try:
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        self._streams([None])
+
+    def _streams(self, models: list | None) -> list[str]:
+        "The streams of `models`' jobs (one per model; `None`: jobs naming no model), each with the workers' group."
+        import redis
+
+        streams = [self.stream if model is None else f"{self.stream}:{model}" for model in lanes(models)]
+        for stream in set(streams) - self._grouped:
+            try:
+                self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+            self._grouped.add(stream)
+        return streams
+
+    def _stream_of(self, job: Job) -> str:
+        return self.stream if job.meta.get("model") is None else f"{self.stream}:{job.meta['model']}"
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -87,21 +100,21 @@ class RedisQueue(JobQueue):
     def put(self, payload: bytes, meta: dict | None = None, job_id: str | None = None) -> str:
         "Add a job; return its id. Raises QueueFull when `max_depth` jobs are queued or running."
         job_id = job_id or new_job_id()
-        depth = self.scripts["put"](keys=[self.stream, self._job_key(job_id)], args=[
+        depth = self.scripts["put"](keys=[self._streams([(meta or {}).get("model")])[0], self._job_key(job_id)], args=[
             self.max_depth, time.time(), int(self.result_ttl_s), job_id, payload, json.dumps(meta or {})])
         if depth >= 0:
             raise QueueFull(depth)
         return job_id
 
-    def _take(self, consumer: str, max_jobs: int, wait_s: float) -> list[Job]:
-        entries = []
+    def _take(self, consumer: str, max_jobs: int, wait_s: float, models: list | None = None) -> list[Job]:
+        entries, streams = [], self._streams(models)
         if time.monotonic() - self._reclaimed_at > self.lease_s / 4:
             self._reclaimed_at = time.monotonic()
-            reply = self.redis.xautoclaim(self.stream, self.group, consumer, int(self.lease_s * 1000), "0-0",
-                                          count=max_jobs)
-            entries = reply[1]
+            for stream in streams:
+                entries += self.redis.xautoclaim(stream, self.group, consumer, int(self.lease_s * 1000), "0-0",
+                                                 count=max_jobs)[1]
         if not entries:
-            entries = self._read_new(consumer, max_jobs, wait_s)
+            entries = self._read_new(consumer, max_jobs, wait_s, streams)
         entries = [(entry_id, fields) for entry_id, fields in entries if fields]  # skip entries deleted meanwhile
         if not entries:
             return []
@@ -129,7 +142,7 @@ class RedisQueue(JobQueue):
         "Store results of (job, result) pairs this delivery still holds; True for each job finished for the first time."
         pipe = self.redis.pipeline()
         for job, result in pairs:
-            self.scripts["complete"](keys=[self._job_key(job.id), self._result_key(job.id), self.stream],
+            self.scripts["complete"](keys=[self._job_key(job.id), self._result_key(job.id), self._stream_of(job)],
                                      args=[job.deliveries, json.dumps(result), int(self.result_ttl_s), self.group,
                                            job.receipt], client=pipe)
         firsts = [reply == 1 for reply in pipe.execute()]
@@ -138,24 +151,24 @@ class RedisQueue(JobQueue):
             self.redis.xadd(self.done, {"ids": ",".join(finished)}, maxlen=100_000, approximate=True)
         return firsts
 
-    def _read_new(self, consumer: str, max_jobs: int, wait_s: float) -> list:
-        "New stream entries for this consumer, waiting up to `wait_s`."
+    def _read_new(self, consumer: str, max_jobs: int, wait_s: float, streams: list[str] | None = None) -> list:
+        "New entries of `streams` (default: jobs naming no model) for this consumer, up to `max_jobs` from each."
+        wanted = {stream: ">" for stream in streams or self._streams(None)}
         if wait_s >= 0.05:  # BLOCK wakes at once when an entry arrives, but its timeout only fires every 100 ms
-            reply = self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=max_jobs,
-                                          block=int(wait_s * 1000))
-            return reply[0][1] if reply else []
+            reply = self.redis.xreadgroup(self.group, consumer, wanted, count=max_jobs, block=int(wait_s * 1000))
+            return [entry for _, entries in reply or [] for entry in entries]
         deadline = time.monotonic() + wait_s  # short waits (filling a batch): poll, to keep to max_delay_ms
         while True:
-            reply = self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=max_jobs)
+            reply = self.redis.xreadgroup(self.group, consumer, wanted, count=max_jobs)
             if reply or time.monotonic() >= deadline:
-                return reply[0][1] if reply else []
+                return [entry for _, entries in reply or [] for entry in entries]
             time.sleep(min(0.001, max(0.0, deadline - time.monotonic())))
 
     def renew(self, consumer: str, jobs: list[Job]) -> None:
         "Reset the idle time of those `jobs` this delivery still holds (XCLAIM to itself, JUSTID: no delivery counted)."
         pipe = self.redis.pipeline()
         for job in jobs:
-            self.scripts["renew"](keys=[self._job_key(job.id), self.stream],
+            self.scripts["renew"](keys=[self._job_key(job.id), self._stream_of(job)],
                                   args=[job.deliveries, self.group, consumer, job.receipt], client=pipe)
         pipe.execute()
 
@@ -163,7 +176,7 @@ class RedisQueue(JobQueue):
         "Retry (at the back of the stream) or fail for good a job this delivery still holds; False when it does not."
         dead = json.dumps({"id": job.id, "reason": reason, "at": time.time()})
         held = self.scripts["give_back"](
-            keys=[self._job_key(job.id), self.stream, self._result_key(job.id), self.done, self.dead],
+            keys=[self._job_key(job.id), self._stream_of(job), self._result_key(job.id), self.done, self.dead],
             args=[job.deliveries, self.group, job.receipt, "final" if final else "retry", reason,
                   json.dumps(failure(reason)), int(self.result_ttl_s), job.id, dead, job.payload, json.dumps(job.meta),
                   job.enqueued_at])
@@ -206,8 +219,10 @@ class RedisQueue(JobQueue):
 
     def stats(self) -> dict:
         "Jobs waiting or running (pending), and dead letters."
-        pending = self.redis.xpending(self.stream, self.group)["pending"]
-        return {"queued": self.redis.xlen(self.stream) - pending, "running": pending,
+        streams = [self.stream, *self.redis.scan_iter(f"{self.stream}:*", _type="STREAM")]
+        pending = sum(self.redis.xpending(stream, self.group)["pending"] for stream in streams)
+        length = sum(self.redis.xlen(stream) for stream in streams)
+        return {"queued": length - pending, "running": pending,
                 "failed": self.redis.llen(self.dead)}
 
     def ping(self) -> bool:

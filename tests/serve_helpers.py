@@ -5,17 +5,19 @@ import os
 from PIL import Image
 
 
-def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_version: str = "ds-test") -> str:
-    "A finished training-run record whose checkpoint is a freshly initialised (untrained) model."
+def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_version: str = "ds-test",
+             project=None) -> str:
+    "A finished training-run record of `project` (default: digits) whose checkpoint is an untrained model."
     import torch
     from fullstack_ml.model import build_model, weights_to_bytes
     from fullstack_ml.preprocessing import Preprocessing
-    from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+    from fullstack_ml.projects.digits import PROJECT as DIGITS
     from fullstack_ml.store import now, runs
 
+    project = project or DIGITS
     torch.manual_seed(seed)
-    config = {"labels": list(DIGITS.label_names), "preprocessing": Preprocessing.from_spec(DIGITS.image).config,
-              "project": DIGITS.name}  # the artifact is named after the run's project
+    config = {"labels": list(project.label_names), "preprocessing": Preprocessing.from_spec(project.image).config,
+              "project": project.name}  # the artifact is named after the run's project
     run_id = f"run-{seed}-{os.urandom(3).hex()}"
     checkpoint = store.write(f"runs/{run_id}/weights.safetensors", weights_to_bytes(build_model(config)))
     with engine.begin() as conn:
@@ -25,16 +27,23 @@ def make_run(engine, store, seed: int = 0, accuracy: float = 0.5, dataset_versio
     return run_id
 
 
-def publish_untrained(seed: int = 0, promote_to: str | None = "production") -> dict:
-    "Publish an untrained model into the current FSML_HOME (optionally promoted); return its index row."
+def publish_untrained(seed: int = 0, promote_to: str | None = "production", project=None) -> dict:
+    "Publish an untrained model of `project` (default: digits) into the current FSML_HOME (optionally promoted)."
     from fullstack_ml.registry import promote, publish
     from fullstack_ml.store import connect, open_files
 
     engine, store = connect(), open_files()
-    row = publish(make_run(engine, store, seed), engine=engine, store=store)
+    row = publish(make_run(engine, store, seed, project=project), engine=engine, store=store)
     if promote_to:
         promote(row["name"], row["version"], promote_to, engine)
     return row
+
+
+def letters_project():
+    "A second project that shares nothing with digits but the code: word labels, gray 12x12 letterboxed pictures."
+    from fullstack_ml.project import ImageSpec, Project
+
+    return Project("letters", ("alpha", "beta", "gamma"), ImageSpec(side=12, colour="gray", fit="letterbox"))
 
 
 def png_bytes(size=(28, 28), value: int = 0, mode: str = "L") -> bytes:

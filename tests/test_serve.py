@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import free_port, stop, wait_for_port
-from serve_helpers import blank_image, digit_png, publish_untrained
+from serve_helpers import blank_image, digit_png, letters_project, publish_untrained
 
 from fullstack_ml.queue import open_queue
 from fullstack_ml.registry import promote
@@ -108,6 +108,49 @@ def test_api_queue_worker_end_to_end(queue_url, servers):
     assert requests.get(f"{api}/healthz", timeout=10).json()["model"] == "digits@1"
     metrics = requests.get(f"{api}/metrics", timeout=10).text
     assert "fsml_batch_size_count 25.0" in metrics and "fsml_queue_wait_seconds_bucket" in metrics
+
+
+def test_one_worker_serves_two_projects_each_request_by_its_own_model_and_labels(queue_url, servers):
+    "POST /v1/predict?model=NAME: one worker (not told which) answers digits and letters, each with its own labels."
+    from fullstack_ml.projects.digits import PROJECT as DIGITS
+
+    publish_untrained(seed=1)
+    publish_untrained(seed=2, project=letters_project())
+    api = servers.api(None, "--wait-s", "60")
+    servers.worker("--batch-size", "8", "--max-delay-ms", "20")
+    labels = {"digits": DIGITS.label_names, "letters": ["alpha", "beta", "gamma"]}
+    asked = [name for name in labels for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:  # both models' jobs interleaved in the queue, batched together
+        responses = list(pool.map(lambda pair: requests.post(f"{api}/v1/predict?model={pair[1]}",
+                                                             data=digit_png(pair[0]), timeout=90), enumerate(asked)))
+    assert [r.status_code for r in responses] == [200] * len(asked), [r.text for r in responses]
+    for name, response in zip(asked, responses):
+        body = response.json()
+        assert body["model"] == f"{name}@1"
+        assert sorted(body["scores"]) == sorted(labels[name]) and body["label"] in labels[name]
+        job = requests.get(f"{api}/v1/jobs/{body['job_id']}", timeout=10).json()
+        assert job["result"]["model"] == f"{name}@1"
+    unnamed = requests.post(f"{api}/v1/predict", data=digit_png(0), timeout=10)
+    assert (unnamed.status_code, unnamed.json()["error"]["code"]) == (400, "model_required")
+    assert "(digits, letters)" in unnamed.json()["error"]["message"]
+    unknown = requests.post(f"{api}/v1/predict?model=cats", data=digit_png(0), timeout=10)
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_model")
+    assert "digits, letters" in unknown.json()["error"]["message"]
+    assert requests.get(f"{api}/healthz", timeout=10).json()["models"] == ["digits@1", "letters@1"]
+
+
+def test_a_worker_restricted_to_one_model_never_claims_another_models_job(queue_url, fsml_home):
+    from fullstack_ml.worker import Worker
+
+    publish_untrained(seed=1)
+    publish_untrained(seed=2, project=letters_project())
+    worker = Worker(open_queue(), "letters", batch_size=8, max_delay_ms=0)
+    queue = worker.queue
+    digit_job, letter_job = queue.put(digit_png(1), {"model": "digits"}), queue.put(digit_png(2), {"model": "letters"})
+    assert worker.run(max_batches=1)["done"] == 1
+    assert queue.status(letter_job)["result"]["model"] == "letters@1"
+    assert queue.status(digit_job)["status"] == "queued" and queue.status(digit_job)["deliveries"] == 0
+    assert queue.claim("other", max_jobs=8, max_delay_ms=0, block_ms=100, models=["digits"])[0].id == digit_job
 
 
 def test_a_worker_killed_mid_batch_loses_no_job_and_none_is_done_twice(queue_url, servers):
