@@ -24,6 +24,13 @@ from serve_helpers import blank_image, digit_png, letters_project, publish_untra
 from fullstack_ml.queue import open_queue
 from fullstack_ml.registry import promote
 
+
+def run_on_own_loop(coroutine_function):
+    "Run a coroutine on a fresh event loop in its own thread (the session's Playwright keeps one in this thread)."
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine_function()).result()
+
+
 FSML = str(Path(sys.executable).parent / "fsml")
 
 
@@ -481,7 +488,7 @@ def test_the_result_waiter_keeps_the_event_loop_free_while_redis_is_paused(redis
         return result, max(gaps)
 
     try:
-        result, worst_gap = asyncio.run(main())
+        result, worst_gap = run_on_own_loop(main)
     finally:
         admin.client_unpause()
     assert result is None
@@ -538,7 +545,7 @@ def test_every_waiting_client_gets_its_result_while_jobs_finish_all_the_time(bac
     working = threading.Thread(target=work)
     working.start()
     try:
-        answers = asyncio.run(clients())
+        answers = run_on_own_loop(clients)
     finally:
         stop_working.set()
         working.join()
