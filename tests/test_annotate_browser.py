@@ -355,3 +355,46 @@ def test_many_labels_are_picked_by_typing(fsml_home, browser):
     finally:
         context.close()
         stop(proc)
+
+
+@pytest.mark.slow
+def test_the_bundled_shapes_project_is_labelled_with_its_keys(fsml_home, browser):
+    "The second bundled project (colour pictures, word labels, keys from its definition): label by truth, read back."
+    from fullstack_ml.projects import shapes
+
+    engine, files = connect(), open_files()
+    project = ensure_project(engine, "shapes")  # from the bundled definition
+    key_of = dict(zip(project["labels"], project["keys"]))
+    truth = {}
+    for data, label in shapes.images(6, seed=3):
+        item_id = put_blob(files, data)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        with engine.begin() as conn:
+            conn.execute(items.insert().values(id=item_id, width=width, height=height, format="PNG", created_at=now()))
+        truth[item_id] = label
+    enqueue(engine, "shapes", list(truth))
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context(viewport={"width": 900, "height": 760})
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        shown_item(page)
+        names = [b.text_content() for b in page.query_selector_all(".fsml-buttons .fsml-name")]
+        assert names == list(shapes.SHAPES)
+        for done in range(len(truth)):
+            item = shown_item(page)
+            key = key_of[truth[item]]  # the annotator answers right
+            if done == len(truth) - 1:
+                page.keyboard.press(key)
+                page.wait_for_selector(".fsml-empty:has-text('all done')", timeout=30_000)
+            else:
+                press_and_wait(page, key, item)
+        deadline = time.time() + 30
+        while len(stored := current_labels(connect(), "shapes", kinds=("label",))) < len(truth) and time.time() < deadline:
+            time.sleep(0.2)
+        assert dict(zip(stored.item_id, stored.label)) == truth
+    finally:
+        context.close()
+        stop(proc)
