@@ -29,16 +29,16 @@ def main() -> dict:
         os.environ["FSML_HOME"] = home
         for key in ("FSML_DB_URL", "FSML_STORE_URL"):
             os.environ.pop(key, None)
-        from fullstack_ml.annotate import enqueue, ensure_project
-        from fullstack_ml.datasets import add_digit_items, snapshot
+        from fullstack_ml.annotate import enqueue
+        from fullstack_ml.datasets import add_bundled_items, snapshot
         from fullstack_ml.labels import import_weak_labels
         from fullstack_ml.loader import load
-        from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+        from fullstack_ml.project import bundled_project, save_project
         from fullstack_ml.store import connect, open_files
 
         engine, store = connect(), open_files()
-        ensure_project(engine, "digits", DIGITS.label_names)
-        ids = add_digit_items(engine, store, range(1797))
+        save_project(engine, bundled_project("digits"))
+        ids = add_bundled_items(engine, store, "digits", range(1797))
         enqueue(engine, "digits", ids)
         import_weak_labels(engine, "digits")
         version = snapshot(engine, store)

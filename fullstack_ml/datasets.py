@@ -19,7 +19,6 @@ import json
 
 import click
 import fsspec
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 

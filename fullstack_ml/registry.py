@@ -259,7 +259,8 @@ def default_model(engine=None) -> str:
             return candidates[0]
     if not names:
         raise FileNotFoundError("the registry is empty: publish a run first (fsml registry publish)")
-    raise ValueError(f"the registry holds {len(names)} models ({', '.join(names)}): name one, e.g. {names[0]}@production")
+    raise ValueError(f"the registry holds {len(names)} models ({', '.join(names)}): "
+                     f"name one, e.g. {names[0]}@production")
 
 
 def manifest_config(manifest: dict) -> dict:

@@ -1,4 +1,4 @@
-"""First hold the training code to a benchmark with an honest protocol, then train the same code on a project's versioned dataset, and record the run.
+"""Train on a project's versioned dataset, after the same code has passed its benchmark, and record the run.
 
 Docs: https://fullstack-ml.github.io/fullstack_ml/train.html.md"""
 
@@ -6,19 +6,16 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/train.html.md"""
 
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'AUGMENT_RECIPES', 'augment_recipe', 'make_config', 'apply_overrides', 'pick_device', 'set_threads',
-           'epoch_generator', 'augment', 'batches', 'train_epoch', 'score', 'fit', 'benchmark_data', 'split_validation',
-           'baselines', 'holdout_seed', 'record_run', 'get_run', 'run_benchmark', 'benchmark_table',
-           'plot_benchmark_errors', 'check_labels', 'plot_history', 'train', 'finish_run', 'train_command', 'run_train']
+           'epoch_generator', 'augment', 'batches', 'train_epoch', 'score', 'fit', 'record_run', 'get_run',
+           'check_labels', 'plot_history', 'train', 'finish_run', 'train_command', 'run_train']
 
 # %% ../nbs/05_train.ipynb #4ba121ce
-import importlib
 import io
 import math
 import os
 import time
 
 import click
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 import torch
@@ -30,7 +27,7 @@ from .datasets import latest_version, resolve_version
 from .loader import load
 from .model import build_model, model_settings, weights_to_bytes
 from .preprocessing import Preprocessing
-from .project import Project, bundled_project, bundled_projects, get_project
+from .project import Project, bundled_projects, get_project
 from .settings import cpu_threads
 from .store import connect, new_id, now, open_files, runs, write_transaction
 
@@ -224,56 +221,6 @@ def fit(model, config: dict, train: tuple, valid: tuple | None = None, checkpoin
             break  # early stopping: no validation improvement for `patience` epochs
     return state
 
-# %% ../nbs/05_train.ipynb #d87ee31d
-def benchmark_data(project: Project | str, n: int | None = None) -> tuple[tuple, tuple]:
-    "A bundled project's images through its preprocessing: ((train images, targets), (test images, targets))."
-    project = project if isinstance(project, Project) else bundled_project(project)
-    module = importlib.import_module(f"fullstack_ml.projects.{project.name}")
-    pairs = module.images(n or module.N_IMAGES, seed=0)
-    images = Preprocessing.from_spec(project.image).batch([image for image, _ in pairs])  # (n, c, side, side)
-    targets = torch.tensor([project.label_names.index(label) for _, label in pairs], dtype=torch.long)
-    half = len(targets) // 2  # the first half trains, the second tests, in order
-    return (images[:half], targets[:half]), (images[half:], targets[half:])
-
-
-def split_validation(train: tuple, share: float = 0.25) -> tuple[tuple, tuple]:
-    "The last `share` of a training split held out for choices: ((fit images, targets), (valid images, targets))."
-    cut = len(train[1]) - int(len(train[1]) * share)
-    return (train[0][:cut], train[1][:cut]), (train[0][cut:], train[1][cut:])
-
-
-def baselines(train: tuple, test: tuple) -> list[dict]:
-    "Logistic regression and an RBF SVC on the pixels, `C` chosen on validation inside `train`, test scored once."
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.svm import SVC
-
-    flat = [(x.flatten(1).numpy(), y.numpy()) for x, y in (*split_validation(train), train, test)]
-    (fit_x, fit_y), (valid_x, valid_y), (train_x, train_y), (test_x, test_y) = flat
-    rows = []
-    for name, make, grid in (("logistic regression", lambda c: LogisticRegression(C=c, max_iter=3000), (0.01, 0.1, 1)),
-                             ("SVC (RBF kernel)", lambda c: SVC(C=c), (1, 10, 100))):
-        started = time.perf_counter()
-        valid = [float(make(c).fit(fit_x, fit_y).score(valid_x, valid_y)) for c in grid]
-        chosen = grid[int(np.argmax(valid))]
-        rows.append({"model": name, "chosen": f"C={chosen}", "valid_accuracy": max(valid),
-                     "test_accuracy": float(make(chosen).fit(train_x, train_y).score(test_x, test_y)),
-                     "train_s": time.perf_counter() - started})
-    return rows
-
-# %% ../nbs/05_train.ipynb #de9c9dd5
-def holdout_seed(config: dict, seed: int, train: tuple, held_out: tuple, device=None) -> dict:
-    "Train a fresh network with `config` and `seed` on `train` for all its epochs; its accuracy on `held_out`."
-    config = {**config, "seed": seed}
-    torch.manual_seed(seed)
-    model = build_model(config)
-    state = fit(model, config, train, device=device, progress=False)
-    model.eval()  # the last epoch's weights: nothing is selected by the held-out split
-    with torch.inference_mode():
-        predicted = torch.cat([model(x.to(pick_device(device))).argmax(1).cpu() for x, _ in batches(*held_out, 512)])
-    wrong = torch.nonzero(predicted != held_out[1]).flatten().tolist()
-    return {"seed": seed, "accuracy": 1 - len(wrong) / max(len(held_out[1]), 1), "wrong": wrong,
-            "train_s": state["train_s"], "images_per_second": len(train[1]) * state["epoch"] / max(state["train_s"], 1e-9)}
-
 # %% ../nbs/05_train.ipynb #b914cc17
 def record_run(engine, run_id: str, **values) -> None:
     "Insert or update the `runs` row of `run_id` with `values`."
@@ -298,70 +245,6 @@ def get_run(engine, run_id: str | None = None) -> dict:
         raise FileNotFoundError(f"no run {run_id!r} in the store; `fsml train --json` prints the ids it makes"
                                 if run_id else "no finished training run in the store: run `fsml train` first")
     return dict(row)
-
-# %% ../nbs/05_train.ipynb #be4db70c
-def run_benchmark(project: Project | str, seeds: tuple = (0, 1, 2), candidates: dict | None = None,
-                  engine=None, device=None, progress: bool = True, n: int | None = None, **overrides) -> dict:
-    "The protocol on a bundled project: choose among `candidates` on validation, then score test once per seed."
-    project = project if isinstance(project, Project) else bundled_project(project)
-    candidates = candidates or {"the project's recipe": {}}  # name -> make_config overrides
-    engine, run_id, started = engine or connect(), new_id("benchmark"), time.perf_counter()
-    configs = {name: apply_overrides(make_config(project, **recipe), overrides) for name, recipe in candidates.items()}
-    record_run(engine, run_id, kind="benchmark", status="running", dataset_version=f"bundled:{project.name}",
-               config={"candidates": configs, "seeds": list(seeds)})
-    train, test = benchmark_data(project, n)
-    fit_part, valid = split_validation(train)
-    chosen, table = next(iter(configs)), []
-    if len(configs) > 1:  # step 1: choices on validation inside the training half
-        for name, config in tqdm(configs.items(), desc="candidates", disable=not progress):
-            scores = [holdout_seed(config, seed, fit_part, valid, device)["accuracy"] for seed in seeds]
-            table.append({"candidate": name, "valid_accuracy": float(np.mean(scores)),
-                          "valid_accuracy_std": float(np.std(scores)), "per_seed": scores})
-        chosen = max(table, key=lambda row: row["valid_accuracy"])["candidate"]  # ties: the first listed
-    results = [holdout_seed(configs[chosen], seed, train, test, device)  # step 2: test scored once per seed
-               for seed in tqdm(seeds, desc="seeds", disable=not progress)]
-    accuracies = [r["accuracy"] for r in results]
-    summary = {"run_id": run_id, "project": project.name, "candidates": table, "chosen": chosen,
-               "config": configs[chosen], "test_accuracy": float(np.mean(accuracies)),
-               "test_accuracy_std": float(np.std(accuracies)),
-               "seeds": [{**{k: r[k] for k in ("seed", "train_s", "images_per_second")}, "test_accuracy": r["accuracy"],
-                          "errors": len(r["wrong"])} for r in results],
-               "wrong_in_every_seed": sorted(set.intersection(*(set(r["wrong"]) for r in results))),
-               "baselines": baselines(train, test), "total_s": time.perf_counter() - started}
-    record_run(engine, run_id, status="done", metrics={k: v for k, v in summary.items() if k != "run_id"},
-               finished_at=now())
-    return summary
-
-
-def benchmark_table(summary: dict) -> pd.DataFrame:
-    "One row per model: the baselines and our network (mean and spread over seeds), test accuracy."
-    rows = [{k: b[k] for k in ("model", "chosen", "valid_accuracy", "test_accuracy", "train_s")}
-            for b in summary["baselines"]]
-    seeds = summary["seeds"]
-    rows.append({"model": f"our network ({summary['config']['model']['arch']}, {len(seeds)} seeds)",
-                 "chosen": summary["chosen"], "test_accuracy": summary["test_accuracy"],
-                 "test_accuracy_std": summary["test_accuracy_std"],
-                 "train_s": float(np.mean([s["train_s"] for s in seeds])),
-                 "per seed": ", ".join(f"{s['test_accuracy']:.4f}" for s in seeds)})
-    return pd.DataFrame(rows).set_index("model")
-
-# %% ../nbs/05_train.ipynb #c482f748
-def plot_benchmark_errors(project: Project | str, indices: list, columns: int = 8):
-    "The benchmark's test images at `indices` (e.g. `wrong_in_every_seed`), titled with their labels."
-    import matplotlib.pyplot as plt
-
-    project = project if isinstance(project, Project) else bundled_project(project)
-    _, (images, targets) = benchmark_data(project)
-    rows = max(1, math.ceil(len(indices) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, index in zip(axes.flat, indices):
-        picture = images[index].permute(1, 2, 0).squeeze(-1)  # (side, side) or (side, side, 3)
-        axis.imshow(picture.clamp(0, 1), cmap="gray_r" if picture.ndim == 2 else None, vmin=0, vmax=1)
-        axis.set_title(f"#{index}: {project.label_names[int(targets[index])]}", fontsize=8)
-    figure.tight_layout()
-    return figure
 
 # %% ../nbs/05_train.ipynb #deca256a
 def _split_tensors(data, split: str, labels: list[str]) -> tuple:
@@ -481,9 +364,9 @@ def _brief(summary: dict) -> dict:
 
 
 @click.command("train")
-@click.option("--project", default=None, help="project whose latest dataset version to train on (default: the only one)")
+@click.option("--project", default=None, help="train its latest dataset version (default: the only project)")
 @click.option("--dataset", default=None, help="dataset version (id, prefix or 'latest'); default the project's latest")
-@click.option("--benchmark", is_flag=True, help="run the benchmark protocol on the (bundled) project over 3 seeds instead")
+@click.option("--benchmark", is_flag=True, help="run the benchmark protocol on a bundled project instead")
 @click.option("--epochs", type=int, default=None, help="override the number of epochs")
 @click.option("--seed", type=int, default=None, help="override the seed (with --benchmark: the first of 3)")
 @click.option("--resume", default=None, metavar="RUN_ID", help="continue an interrupted run from its checkpoint")
@@ -495,6 +378,8 @@ def train_command(project, dataset, benchmark, epochs, seed, resume, device, as_
 
     overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
     if benchmark:
+        from fullstack_ml.benchmark import benchmark_table, run_benchmark
+
         first = overrides.pop("seed", 0)
         name = get_project(connect(), project).name if project is None else project
         summary = run_benchmark(name, (first, first + 1, first + 2), device=device, progress=not as_json, **overrides)
@@ -514,6 +399,7 @@ def run_train(
     project: str | None = None,  # project to train (default: the store's only one)
     benchmark_seeds: list = (0, 1, 2),  # seeds of the benchmark on the bundled project's images (empty: skip it)
     benchmark_epochs: int | None = None,  # epochs per benchmark seed (None: the project's)
+    benchmark_images: int | None = None,  # images the benchmark reads (None: the project's N_IMAGES)
     dataset: str | None = None,  # dataset version to train on (default: the project's latest)
     epochs: int | None = None,  # epochs on our data (None: the project's, else TRAIN_DEFAULTS)
     width: int | None = None,  # channels of the network's first stage (None: the model family's)
@@ -521,13 +407,16 @@ def run_train(
     show: bool = True,  # display the table and curves
 ) -> dict:
     "Run the benchmark (bundled projects), then train on a dataset version; return both summaries."
+    from fullstack_ml.benchmark import benchmark_table, plot_benchmark_errors, run_benchmark
+
     engine = connect()
     project = get_project(engine, resolve_version(dataset, engine)["project"] if dataset else project)
     model = {"width": width} if width else {}
     result = {}
     if benchmark_seeds and project.name in bundled_projects():
         overrides = {"epochs": benchmark_epochs} if benchmark_epochs else {}
-        summary = run_benchmark(project, tuple(benchmark_seeds), engine=engine, progress=show, model=model, **overrides)
+        summary = run_benchmark(project, tuple(benchmark_seeds), engine=engine, progress=show, n=benchmark_images,
+                                model=model, **overrides)
         result["benchmark"] = summary
         if show:
             import matplotlib.pyplot as plt

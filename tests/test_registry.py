@@ -124,7 +124,8 @@ def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):
     listing = [json.loads(line) for line in fsml("registry", "list", "--json").stdout.splitlines()]
     assert [(r["version"], r["aliases"]) for r in listing] == [(2, ["production"]), (1, [])]
     shown = json.loads(fsml("registry", "show", "digits@production", "--json").stdout)
-    assert shown["version"] == 2 and set(shown["files"]) == {"weights.safetensors", "model.py", "preprocessing.py", "project.py"}
+    assert shown["version"] == 2
+    assert set(shown["files"]) == {"weights.safetensors", "model.py", "preprocessing.py", "project.py"}
     assert shown["labels"] == [str(d) for d in range(10)] and shown["dataset_version"] == "ds-test"
     assert rollback("digits")["version"] == 1
     with pytest.raises(ValueError, match="no earlier version"):
@@ -156,7 +157,8 @@ def test_an_artifact_from_the_first_releases_still_verifies_and_loads(fsml_home)
         conn.execute(artifacts.insert().values(name="digits", version=1, path=artifact_path("digits", 1),
                                                run_id="old-run", created_at=now(), metrics={},
                                                manifest_sha256=sha256_hex(files["manifest.json"])))
-        conn.execute(aliases.insert().values(name="digits", alias="production", version=1, updated_at=now(), history=[]))
+        conn.execute(aliases.insert().values(name="digits", alias="production", version=1, updated_at=now(),
+                                             history=[]))
     assert sorted(verify("digits@1")["_files"]) == ["manifest.json", "model.py", "weights.safetensors"]
     model = load()  # the only model
     assert model.ref == "digits@1" and model.predictor.preprocessing.config["colour"] == "gray"

@@ -17,7 +17,8 @@ from fullstack_ml.model import build_model
 from fullstack_ml.project import Project, bundled_project, save_project
 from fullstack_ml.registry import load_run
 from fullstack_ml.store import annotations, connect, now, open_files, runs
-from fullstack_ml.train import _load_checkpoint, _save_checkpoint, benchmark_data, fit, get_run, make_config, train
+from fullstack_ml.benchmark import benchmark_data
+from fullstack_ml.train import _load_checkpoint, _save_checkpoint, fit, get_run, make_config, train
 
 DIGITS = bundled_project("digits")
 
@@ -37,7 +38,7 @@ def make_dataset(n: int = 120, project: Project = DIGITS) -> str:
 def test_the_network_overfits_one_batch():
     (images, targets), _ = benchmark_data("digits", n=128)
     batch = (images[:64], targets[:64])
-    config = make_config(DIGITS, epochs=60, lr=1e-2, batch_size=64, label_smoothing=0.0, model={"width": 8, "dropout": 0.0},
+    config = make_config(DIGITS, epochs=60, lr=1e-2, batch_size=64, label_smoothing=0.0, width=8, dropout=0.0,
                          augment={"scale_x": 0.0, "scale_y": 0.0, "shift_x": 0.0, "shift_y": 0.0})
     torch.manual_seed(0)
     state = fit(build_model(config), config, batch, progress=False)
