@@ -60,15 +60,16 @@ def test_each_bundled_project_runs_the_whole_pipeline(tmp_path, profile, project
     probe = json.loads(_run([sys.executable, "-c", PROBE], home, 300).stdout)
     assert probe["stored_labels"] == probe["labels"] == probe["card"]["labels"] == labels
     assert probe["name"] == probe["card"]["project"] == project
-    assert probe["card"]["drawable"] == bundled_project(project).image.drawable  # the canvas only for drawings
+    card_drawable = bundled_project(project).image.drawable
+    assert probe["card"]["drawable"] == card_drawable  # the canvas only for drawings
     assert probe["preprocessing"]["side"] == side and probe["preprocessing"]["colour"] == ("rgb" if channels == 3 else "gray")
 
     site = tmp_path / "edge"
     edge = json.loads(_run([FSML, "demo", "static", "--out", site, "--json"], home, 600).stdout)
-    assert edge["model"].startswith(f"{project}@") and (site / "index.html").exists()
-    model_info = next(site.rglob("model.json"), None)
-    if model_info is not None:
-        assert json.loads(model_info.read_text())["labels"] == labels
+    assert edge["model"].startswith(f"{project}@") and (site / "index.html").exists() and (site / "model.onnx").exists()
+    page_model = json.loads((site / "model.json").read_text())  # what the page's JavaScript reads
+    assert (page_model["project"], page_model["labels"], page_model["drawable"]) == (project, labels, card_drawable)
+    assert page_model["preprocessing"] == probe["preprocessing"]  # the browser prepares pictures as the server does
 
 
 @pytest.mark.slow
