@@ -201,3 +201,21 @@ def test_items_of_a_project_are_those_queued_or_labelled_there(fsml_home):
     assert listed() == ["queued", "labelled", "elsewhere"]  # no project named: every item
     missing = fsml("items", "--project", "boats", env=env, check=False)
     assert missing.returncode == 1 and "the store has cars, pets" in missing.stderr
+
+
+def test_the_crawl_reads_captions_against_the_projects_labels(fsml_home):
+    from fullstack_ml.collect import crawl_vocabulary, run_collect
+
+    engine = connect()
+    labels, words = crawl_vocabulary(engine)  # nothing stored: the bundled demo's labels and caption words
+    assert labels == bundled_project("digits").label_names and words["seven"] == "7"
+    labels, words = crawl_vocabulary(engine, "shapes")  # bundled, not stored yet
+    assert labels == bundled_project("shapes").label_names and words
+    save_project(engine, Project("pets", ["cat", "dog"]))
+    assert crawl_vocabulary(engine) == (["cat", "dog"], {})  # the store's only project; not bundled: no synonyms
+    save_project(engine, Project("cars", ["sedan", "truck"]))
+    with pytest.raises(ValueError, match=r"2 projects \(cars, pets\)"):
+        crawl_vocabulary(engine)
+    with pytest.raises(ValueError, match="no bundled gallery to crawl: give start_urls, or bring its images in"):
+        run_collect(project="pets")
+    assert "--project NAME" in fsml("collect", "--help", env=env_for(fsml_home)).stdout
