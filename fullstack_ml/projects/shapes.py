@@ -29,6 +29,7 @@ PROJECT = Project(
     ),
     image=ImageSpec(side=32, colour="rgb", fit="letterbox", invert="never", drawable=False),
     model="resnet",
+    train={"augment": {"flip": 0.5}},  # a mirrored shape is the same shape: mirroring is free extra data
 )
 SHAPES = tuple(PROJECT.label_names)  # the classes, in the order of the network's outputs
 SIZES = ((64, 64), (80, 60), (60, 80))  # (width, height) of the pictures: square, landscape, portrait
