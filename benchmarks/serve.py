@@ -48,11 +48,12 @@ def publish_model() -> str:
     from fullstack_ml import registry
     from fullstack_ml.model import build_model, weights_to_bytes
     from fullstack_ml.preprocessing import Preprocessing
-    from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+    from fullstack_ml.projects.digits import PROJECT as DIGITS
     from fullstack_ml.store import connect, now, open_files, runs
 
     engine, store = connect(), open_files()
-    config = {"labels": list(DIGITS.label_names), "preprocessing": Preprocessing.from_spec(DIGITS.image).config}
+    config = {"labels": list(DIGITS.label_names), "preprocessing": Preprocessing.from_spec(DIGITS.image).config,
+              "project": DIGITS.name}  # the artifact is named after its project
     path = store.write("runs/bench/weights.safetensors", weights_to_bytes(build_model(config)))
     with engine.begin() as conn:
         conn.execute(runs.insert().values(id="bench", kind="train", status="done", config=config, created_at=now(),
@@ -200,6 +201,7 @@ def main():
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--only", default="inproc,plain,sqlite,redis,bento",
                         help="comma-separated subset of: inproc, plain, sqlite, redis, bento")
+    parser.add_argument("--levels", default="1,16,64", help="comma-separated client counts")
     parser.add_argument("--json", dest="json_path", help="also write the rows here")
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)  # internal: run the baseline server
     args = parser.parse_args()
@@ -211,6 +213,8 @@ def main():
 
     from fullstack_ml.serve import free_port
 
+    global LEVELS
+    LEVELS = tuple(int(n) for n in args.levels.split(","))
     home = tempfile.mkdtemp(prefix="fsml-bench-")
     env = {"FSML_HOME": home, "FSML_QUEUE_URL": f"sqlite:///{home}/queue.db"}
     for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_TOKEN"):

@@ -76,13 +76,17 @@ class JobQueue:
               models: list | None = None) -> list[Job]:
         "Claim up to `max_jobs` of `models`' jobs: wait up to `block_ms` for a first job, then up to `max_delay_ms` to fill."
         jobs = self._take(consumer, max_jobs, block_ms / 1000, models)
-        fill_until, renewed_at = time.monotonic() + max_delay_ms / 1000, time.monotonic()
+        busy = 2 * getattr(self, "_last_batch", max_jobs) >= max_jobs  # the last batch was half full (or none yet)
+        fill_until = time.monotonic() + (max_delay_ms / 1000 if busy else 0)  # at low load a wait only adds latency
+        renewed_at = time.monotonic()
         while jobs and len(jobs) < max_jobs and time.monotonic() < fill_until:
             if time.monotonic() - renewed_at > self.lease_s / 3:  # a long fill window must not lose the leases
                 self.renew(consumer, jobs)
                 renewed_at = time.monotonic()
             wait_s = min(fill_until - time.monotonic(), self.lease_s / 3)
             jobs += self._take(consumer, max_jobs - len(jobs), wait_s, models)
+        if jobs:
+            self._last_batch = len(jobs)
         return jobs
 
     @contextmanager

@@ -194,9 +194,11 @@ class RedisQueue(JobQueue):
         last = self.redis.xrevrange(self.done, count=1)
         return last[0][0].decode() if last else "0-0"
 
-    def finished_since(self, cursor: str, wanted: set) -> tuple[str, dict[str, dict]]:
-        "The new cursor, and results of `wanted` jobs finished after `cursor`: one cheap read, however many wait."
-        reply = self.redis.xread({self.done: cursor}, count=10_000)
+    blocking_reads = True  # finished_since can wait for the next finished job: the API need not poll
+
+    def finished_since(self, cursor: str, wanted: set, block_ms: int = 0) -> tuple[str, dict[str, dict]]:
+        "The new cursor, and results of `wanted` jobs finished after `cursor` (waiting up to `block_ms` for one)."
+        reply = self.redis.xread({self.done: cursor}, count=10_000, block=block_ms or None)
         if not reply:
             return cursor, {}
         entries = reply[0][1]

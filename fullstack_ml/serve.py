@@ -63,7 +63,10 @@ class ResultWaiter:
         while self.waiting:
             wanted = set(self.waiting)
             try:
-                self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, wanted)
+                if getattr(self.queue, "blocking_reads", False):  # Redis: the read returns when a job finishes
+                    self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, wanted, 100)
+                else:
+                    self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, wanted)
                 late = set(self.waiting) - wanted  # registered while the log was read: it may have read past them
                 if late:
                     found.update(await run_in_threadpool(self.queue.results, list(late)))
@@ -75,7 +78,8 @@ class ResultWaiter:
                 future = self.waiting.get(job_id)
                 if future is not None and not future.done():
                     future.set_result(result)
-            await asyncio.sleep(self.poll_s)
+            if not getattr(self.queue, "blocking_reads", False):
+                await asyncio.sleep(self.poll_s)
 
 # %% ../nbs/07_serve.ipynb #b35ba83c
 def make_metrics() -> dict:

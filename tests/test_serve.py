@@ -316,6 +316,7 @@ def test_a_queue_that_cannot_take_jobs_gives_503_json_not_a_crash(fsml_home):
 
     from fullstack_ml.serve import create_app
 
+    publish_untrained(seed=1)  # a model to ask for: only the queue fails
     app = create_app()
 
     def broken_put(*args, **kwargs):
