@@ -1,11 +1,11 @@
-"""Label-error detection on the demo gallery's noisy captions, scored against the gallery's true labels.
+"""Label-error detection on a bundled project's gallery captions (noisy), scored against the gallery's true labels.
 
 The real path, on a temporary FSML_HOME: crawl the bundled demo site, import the captions as weak labels, snapshot a
 dataset version, then run the evaluation stage's confident learning (cross-validated on the training split) over the
-version. A suspect is right when its caption label differs from the gallery's truth (`demo_truth()`, read only here).
+version. A suspect is right when its caption label differs from the gallery's truth (`gallery_truth()`, read only here).
 Prints precision and recall (target: both >= 0.8), overall and per split.
 
-    python benchmarks/label_issues.py [--images 1797] [--folds 5] [--method prune_by_noise_rate]
+    python benchmarks/label_issues.py [--project digits|shapes] [--images N] [--folds 5] [--method prune_by_noise_rate]
 """
 import argparse
 import os
@@ -15,7 +15,8 @@ import time
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1797, help="demo gallery size")
+    parser.add_argument("--project", default="digits", help="bundled project whose gallery is crawled")
+    parser.add_argument("--images", type=int, default=None, help="gallery size (default: the project's N_IMAGES)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--method", default="prune_by_noise_rate")
     args = parser.parse_args()
@@ -23,26 +24,30 @@ def main():
         os.environ["FSML_HOME"] = home
         for key in ("FSML_DB_URL", "FSML_STORE_URL"):
             os.environ.pop(key, None)
-        from fullstack_ml.collect import run_collect
+        from fullstack_ml.collect import crawl
         from fullstack_ml.datasets import read_manifest, snapshot
         from fullstack_ml.eval import dataset_label_issues, image_features
-        from fullstack_ml.gallery import demo_truth
+        from fullstack_ml.gallery import DemoSite, gallery_truth
         from fullstack_ml.labels import run_annotate
-        from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
+        from fullstack_ml.preprocessing import Preprocessing
+        from fullstack_ml.project import bundled_project
         from fullstack_ml.store import connect, open_files
 
         started = time.perf_counter()
-        run_collect(max_pages=60, delay=0.0, concurrency=8, demo_images=args.images)  # our own loopback site
-        run_annotate(show=False)
+        project = bundled_project(args.project)
+        with DemoSite(0, args.images, project=args.project) as site:  # our own loopback site
+            crawl([site.url], labels=project.label_names, synonyms=site.synonyms, max_pages=60, delay=0.0,
+                  concurrency=8, per_host=8)
+        run_annotate(args.project, show=False)
         engine, store = connect(), open_files()
-        version = snapshot(engine, store, allow_unlabeled=True)
+        version = snapshot(engine, store, args.project, allow_unlabeled=True)
         manifest = read_manifest(version, engine, store).astype({"label": str})
         prepared = time.perf_counter()
-        features = image_features(store, manifest["item_id"].tolist())
-        issues = dataset_label_issues(manifest, features, DIGITS.label_names, folds=args.folds, method=args.method)
+        features = image_features(store, manifest["item_id"].tolist(), Preprocessing.from_spec(project.image))
+        issues = dataset_label_issues(manifest, features, project.label_names, folds=args.folds, method=args.method)
         searched = time.perf_counter()
 
-    truth = demo_truth()
+    truth = gallery_truth(args.project)
     manifest["true"] = manifest["item_id"].map(truth)
     manifest = manifest[manifest["true"].notna()]
     noisy = set(manifest.loc[manifest["label"] != manifest["true"], "item_id"])
