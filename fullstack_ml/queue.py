@@ -7,11 +7,18 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/queue.html.md"""
 # %% auto #0
 __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'MAX_DEPTH', 'JOB_TTL_S', 'SQLITE_SCHEMA', 'READY', 'HELD',
            'OPTION_TYPES', 'Job', 'new_job_id', 'failure', 'QueueFull', 'lanes', 'expired', 'JobQueue', 'lane_sql',
-           'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'SQLiteQueue', 'status_record', 'open_queue']
+           'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'WakeUp', 'SQLiteQueue', 'status_record',
+           'open_queue']
 
 # %% ../nbs/07b_queue.ipynb #c1ea48db
+import atexit
+import hashlib
 import json
+import os
+import select
+import socket
 import sqlite3
+import tempfile
 import threading
 import sys
 import time
@@ -192,6 +199,45 @@ def sqlite_store_results(db, pairs: list, ttl_s: float) -> list[bool]:
         firsts.append(held)
     return firsts
 
+# %% ../nbs/07b_queue.ipynb #ef4b15fb
+class WakeUp:
+    "Wake sleeping processes on this machine: a Unix datagram socket per listener, in a folder named after `key`."
+
+    def __init__(self, key: str, kind: str):
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.dir = Path(tempfile.gettempdir()) / f"fsml-wake-{digest}"  # short: socket paths have ~100 bytes
+        self.kind, self.listener, self.sender = kind, None, None
+
+    def wait(self, timeout_s: float) -> None:
+        "Sleep until a `notify` of this kind, or `timeout_s`."
+        if self.listener is None:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            path = self.dir / f"{self.kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            listener.bind(str(path))
+            atexit.register(path.unlink, missing_ok=True)  # a killed process's socket goes at the next notify
+            listener.setblocking(False)
+            self.listener = listener
+        if select.select([self.listener], [], [], max(timeout_s, 0))[0]:
+            try:
+                while self.listener.recv(64):  # many wake-ups are one
+                    pass
+            except BlockingIOError:
+                pass
+
+    def notify(self) -> None:
+        "Wake every listener of this kind."
+        if self.sender is None:
+            self.sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sender.setblocking(False)
+        for path in self.dir.glob(f"{self.kind}-*"):
+            try:
+                self.sender.sendto(b"!", str(path))
+            except (ConnectionRefusedError, FileNotFoundError):  # its process is gone
+                path.unlink(missing_ok=True)
+            except OSError:  # its buffer is full: it is awake already
+                pass
+
 # %% ../nbs/07b_queue.ipynb #ea1ff995
 class SQLiteQueue(JobQueue):
     "Jobs in one SQLite file: no server, safe across processes on one machine."
@@ -204,7 +250,7 @@ class SQLiteQueue(JobQueue):
         self.url = f"sqlite:///{self.path}"
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._busy_at = time.monotonic()
+        self.workers, self.waiters = WakeUp(self.path, "worker"), WakeUp(self.path, "api")
         self._db().executescript(SQLITE_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
@@ -239,6 +285,7 @@ class SQLiteQueue(JobQueue):
                        "VALUES (?, ?, ?, 'queued', ?, ?)", (job_id, payload, json.dumps(meta or {}), now, now))
 
         self._write(add)
+        self.workers.notify()
         return job_id
 
     def _take(self, consumer: str, max_jobs: int, wait_s: float, models: list | None = None) -> list[Job]:
@@ -249,16 +296,16 @@ class SQLiteQueue(JobQueue):
                 jobs = self._write(lambda db: sqlite_claim_rows(db, consumer, max_jobs, self.lease_s, self.max_deliveries,
                                                                 self.result_ttl_s, self.job_ttl_s, models))
                 if jobs:
-                    self._busy_at = time.monotonic()
                     return jobs
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
-            time.sleep(min(left, 0.002 if time.monotonic() - self._busy_at < 2 else 0.02))
+            self.workers.wait(min(left, 0.02))  # a put wakes it; the timeout is the fallback poll
 
     def complete_many(self, pairs: list) -> list[bool]:
         "Store results of (job, result) pairs in one transaction; True for each job finished for the first time."
         firsts = self._write(lambda db: sqlite_store_results(db, pairs, self.result_ttl_s))
+        self.waiters.notify()
         if time.monotonic() - getattr(self, "_purged_at", 0) > 60:
             self._purged_at = time.monotonic()
             self.purge()
@@ -282,7 +329,13 @@ class SQLiteQueue(JobQueue):
                            "WHERE id = ?", (reason, time.time(), job.id))
             return True
 
-        return self._write(work)
+        held = self._write(work)
+        (self.waiters if final else self.workers).notify()
+        return held
+
+    def wait_finished(self, timeout_s: float) -> None:
+        "Sleep until a worker finishes or fails a job, or `timeout_s` (the API's result waiter)."
+        self.waiters.wait(timeout_s)
 
     def purge(self) -> None:
         "Forget expired results and finished jobs older than the time to live."

@@ -78,7 +78,9 @@ class ResultWaiter:
                 future = self.waiting.get(job_id)
                 if future is not None and not future.done():
                     future.set_result(result)
-            if not getattr(self.queue, "blocking_reads", False):
+            if hasattr(self.queue, "wait_finished"):  # SQLite: sleep until a worker says a job finished
+                await run_in_threadpool(self.queue.wait_finished, 0.02)
+            elif not getattr(self.queue, "blocking_reads", False):
                 await asyncio.sleep(self.poll_s)
 
 # %% ../nbs/07_serve.ipynb #b35ba83c
