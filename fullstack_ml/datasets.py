@@ -7,9 +7,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/datasets.html.md"""
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST_COLUMNS', 'split_of', 'project_items', 'build_manifest', 'version_id', 'validate', 'class_balance',
            'balance_warnings', 'latest_version', 'snapshot', 'resolve_version', 'read_manifest', 'describe',
-           'list_versions', 'diff', 'add_items', 'add_bundled_items', 'add_digit_items', 'export_imagefolder',
-           'export_parquet', 'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command',
-           'plot_balance', 'run_datasets']
+           'list_versions', 'diff', 'add_items', 'add_bundled_items', 'export_imagefolder', 'export_parquet',
+           'dataset_cli', 'snapshot_command', 'list_command', 'show_command', 'diff_command', 'plot_balance',
+           'run_datasets']
 
 # %% ../nbs/04_datasets.ipynb #076ca718
 import hashlib
@@ -255,11 +255,6 @@ def add_bundled_items(engine, store, project: str, indices, weak_labels: list | 
     chosen = [(pairs[index][0], pairs[index][1] if weak_labels is None else weak_labels[position])
               for position, index in enumerate(indices)]
     return add_items(engine, store, chosen, groups, caption=project)
-
-
-def add_digit_items(engine, store, indices, weak_labels: list | None = None, groups: dict | None = None) -> list:
-    "Deprecated alias, kept until the last callers move to `add_bundled_items(engine, store, 'digits', ...)`."
-    return add_bundled_items(engine, store, "digits", indices, weak_labels, groups)
 
 # %% ../nbs/04_datasets.ipynb #54a515a5
 def export_imagefolder(version: str | None, out_url: str, engine=None, store=None) -> int:

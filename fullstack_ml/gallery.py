@@ -27,11 +27,12 @@ import numpy as np
 from PIL import Image
 
 from .project import bundled_projects
+from .projects import DEMO
 from .store import sha256_hex
 
 # %% ../nbs/02a_gallery.ipynb #2ad4c03a
 DEMO_PORT = 8770  # where `fsml gallery` and the pipeline serve the gallery unless told otherwise
-DEMO_PROJECT = "digits"  # the project a gallery shows unless told otherwise
+DEMO_PROJECT = DEMO  # the bundled project a gallery shows unless told otherwise
 DEMO_LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/"  # a project's SITE may name another
 DEMO_IMAGES = 1797  # the default project's gallery size (its N_IMAGES)
 FEATURED = 20  # pictures shown again on the featured page: half the same bytes, half re-encoded as JPEG

@@ -110,7 +110,7 @@ def trained_store(fsml_home):
     from sklearn.datasets import load_digits
 
     from fullstack_ml.annotate import enqueue, ensure_project
-    from fullstack_ml.datasets import add_digit_items, snapshot
+    from fullstack_ml.datasets import add_bundled_items, snapshot
     from fullstack_ml.labels import import_weak_labels
     from fullstack_ml.store import connect, open_files
     from fullstack_ml.train import make_config, train
@@ -119,7 +119,7 @@ def trained_store(fsml_home):
     target = load_digits().target[:400]
     wrong = np.random.default_rng(3).random(400) < 0.08
     weak = [str((t + 3) % 10 if w else t) for t, w in zip(target, wrong)]
-    ids = add_digit_items(engine, store, range(400), weak_labels=weak)
+    ids = add_bundled_items(engine, store, "digits", range(400), weak_labels=weak)
     ensure_project(engine, "digits")
     enqueue(engine, "digits", ids)
     import_weak_labels(engine, "digits")
