@@ -27,9 +27,9 @@ import traitlets
 from .annotate import Priority, enqueue
 from .apps import asset_path
 from .auth import User, app_user, can
-from .collect import Ledger, describe_image
 from .images import BadImage, decode_image
 from .project import Project, get_project, save_project
+from .records import Ledger, describe_image
 from .settings import get_settings
 from fullstack_ml.store import (
     aliases, annotations, artifacts, connect, dialect_insert, insert_new, items, now, open_files, put_blob,

@@ -21,9 +21,9 @@ from pathlib import Path
 import click
 
 from .cli import emit
-from .collect import (CrawlLimits, Crawler, allowed, fetch_image, record_image, remember_fetch,
-                                  run_task, store_image)
+from .collect import CrawlLimits, Crawler, allowed, fetch_image, run_task
 from .images import MIME_TYPES, ImageLimits
+from .records import record_image, remember_fetch, store_image
 from .store import connect, now, open_files
 from .web import Refused, host_of, normalize_url
 
