@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/train.html.md"""
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'AUGMENT_RECIPES', 'augment_recipe', 'make_config', 'apply_overrides', 'pick_device', 'set_threads',
            'epoch_generator', 'augment', 'batches', 'train_epoch', 'score', 'fit', 'record_run', 'get_run',
-           'check_labels', 'plot_history', 'train', 'finish_run', 'train_command', 'run_train']
+           'check_labels', 'plot_history', 'train', 'leave_out', 'finish_run', 'train_command', 'run_train']
 
 # %% ../nbs/05_train.ipynb #4ba121ce
 import io
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import fullstack_ml
 from .datasets import latest_version, resolve_version
-from .loader import load
+from .loader import ItemDataset, load
 from .model import build_model, model_settings, weights_to_bytes
 from .preprocessing import Preprocessing
 from .project import Project, bundled_projects, get_project
@@ -300,6 +300,7 @@ def train(
     progress: bool = True,  # show a progress bar
     callbacks=(),  # called with each epoch's record
     project: str | None = None,  # with no dataset: train on this project's latest version (None: the only project)
+    exclude=(),  # item ids not to learn from (e.g. flagged as likely label errors): left out of the training split
 ) -> dict:
     "Train on a dataset version, record the run in the store, and return its summary."
     engine, store = engine or connect(), store or open_files()
@@ -314,6 +315,7 @@ def train(
         config = config or make_config(resolve_version(dataset, engine)["project"], engine)
     data = load(dataset, engine, store, Preprocessing.from_config(config["preprocessing"]))
     check_labels(data, config["labels"])
+    excluded = leave_out(data, exclude)
     torch.manual_seed(config["seed"])
     model = build_model(config)
     record_run(engine, run_id, kind="train", status="running", dataset_version=data.version, config=config)
@@ -324,7 +326,20 @@ def train(
     except BaseException as error:  # interrupted or crashed: the checkpoint stays, the run can be resumed
         record_run(engine, run_id, status="failed", meta={"error": f"{type(error).__name__}: {error}"})
         raise
-    return finish_run(engine, store, run_id, model, config, data, state, device, threads)
+    summary = finish_run(engine, store, run_id, model, config, data, state, device, threads)
+    if excluded:  # the run says what it did not learn from
+        record_run(engine, run_id, meta={**get_run(engine, run_id)["meta"],
+                                         "excluded": {"count": len(excluded), "items": excluded}})
+    return {**summary, "excluded": len(excluded)}
+
+
+def leave_out(data, exclude) -> list[str]:
+    "Drop the items of `exclude` from a loaded version's training split (valid and test keep theirs); return them."
+    part, exclude = data["train"], set(exclude)
+    keep = [position for position, item_id in enumerate(part.item_ids) if item_id not in exclude]
+    dropped = [item_id for item_id in part.item_ids if item_id in exclude]
+    data.splits["train"] = ItemDataset(part.images[keep], part.targets[keep], [part.item_ids[i] for i in keep])
+    return dropped
 
 # %% ../nbs/05_train.ipynb #000fa629
 def finish_run(engine, store, run_id: str, model, config: dict, data, state: dict, device, threads: int) -> dict:
