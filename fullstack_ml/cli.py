@@ -107,9 +107,9 @@ def main():
               "one of yours (not bundled) skips collection unless --stages says otherwise")
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 def pipeline(profile, config_path, overrides, stages, project, as_json):
-    from fullstack_ml.pipeline import run_pipeline
+    from fullstack_ml.pipeline import run_pipeline, timings
 
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     record = run_pipeline(profile, config_path, list(overrides), selected, progress=not as_json, project=project)
-    done = ", ".join(s["stage"] for s in record["stages"]) or "no stages"
+    done = timings(record) if record["stages"] else "no stages"  # each stage's seconds and the whole run's
     emit(record, as_json, f"run {record['run_id']} done ({done}); report in {record['report']}")

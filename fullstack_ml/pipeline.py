@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/pipeline.html.md"""
 # %% auto #0
 __all__ = ['STAGES', 'URL_WITH_PASSWORD', 'notebooks_dir', 'select_stages', 'load_profile', 'with_project', 'apply_overrides',
            'save_result', 'mask_passwords', 'render_notebook', 'html_page', 'write_report', 'StageFailed',
-           'run_pipeline']
+           'cells_seconds', 'timings', 'run_pipeline']
 
 # %% ../nbs/core/pipeline.ipynb #78659546
 import html
@@ -179,6 +179,29 @@ def _failure_message(stage: str, notebook: str, error) -> str:
     return f"stage {stage!r} failed in {notebook} at {where}: {reason}"
 
 
+def cells_seconds(notebook_path: Path) -> float:
+    "Seconds the cells of an executed notebook ran, by papermill's per-cell records (0 when it has none)."
+    if not notebook_path.exists():
+        return 0.0
+    cells = json.loads(notebook_path.read_text())["cells"]
+    return sum(cell.get("metadata", {}).get("papermill", {}).get("duration") or 0.0 for cell in cells)
+
+
+def _end_stage(entry: dict, run_dir: Path, **values) -> dict:
+    "Mark a stage ended: its wall seconds, and the share spent outside its cells (kernel start and stop)."
+    entry.update(values, ended_at=time.time())
+    entry["elapsed_s"] = round(entry["ended_at"] - entry["started_at"], 2)
+    entry["kernel_s"] = round(entry["elapsed_s"] - cells_seconds(run_dir / entry["notebook"]), 2)
+    return entry
+
+
+def timings(record: dict) -> str:
+    "The seconds of a run record in one line: each stage's, the report's and the whole run's."
+    stages = ", ".join(f"{s['stage']} {s['elapsed_s']:.1f}" for s in record["stages"] if "elapsed_s" in s)
+    report = f", report {record['report_s']:.1f}" if "report_s" in record else ""
+    return f"{stages}{report}; {record.get('elapsed_s', 0.0):.1f} s in all"
+
+
 def _run_stage(notebooks: Path, notebook: str, run_dir: Path, parameters: dict, result_path: Path) -> dict:
     "Execute one stage notebook into the run folder; return the result it handed back."
     import papermill
@@ -242,14 +265,25 @@ def run_pipeline(
         try:
             result = _run_stage(notebooks, notebook, run_dir, params.get(name, {}), run_dir / f"{name}.result.json")
         except Exception as error:  # papermill's own error names the cell; anything else is the kernel's
-            entry.update(status="failed", ended_at=time.time(), error=_failure_message(name, notebook, error))
-            record.update(status="failed", ended_at=time.time())
-            _write_json(run_dir / "run.json", record)
-            write_report(run_dir, record)
+            _end_stage(entry, run_dir, status="failed", error=_failure_message(name, notebook, error))
+            _end_run(record, run_dir, "failed")
             raise StageFailed(entry["error"] + f"; report: {run_dir / 'index.html'}") from None
-        entry.update(status="done", ended_at=time.time(), result=result)
+        _end_stage(entry, run_dir, status="done", result=result)
+        if progress:
+            bar.write(f"{name}: {entry['elapsed_s']:.1f} s ({entry['kernel_s']:.1f} s outside its cells)", file=sys.stderr)
         _write_json(run_dir / "run.json", record)
-    record.update(status="done", ended_at=time.time())
-    _write_json(run_dir / "run.json", record)
-    write_report(run_dir, record)
+    _end_run(record, run_dir, "done")
+    if progress:
+        print(f"seconds: {timings(record)}", file=sys.stderr)
     return json.loads((run_dir / "run.json").read_text())  # as written: passwords masked
+
+
+def _end_run(record: dict, run_dir: Path, status: str) -> None:
+    "Write the report, then the record with the report's and the whole run's seconds."
+    record.update(status=status, ended_at=time.time())
+    _write_json(run_dir / "run.json", record)  # a report that fails to render still leaves the record
+    started = time.time()
+    write_report(run_dir, record)
+    record.update(report_s=round(time.time() - started, 2), ended_at=time.time())
+    record["elapsed_s"] = round(record["ended_at"] - record["started_at"], 2)
+    _write_json(run_dir / "run.json", record)
