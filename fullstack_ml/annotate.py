@@ -440,7 +440,7 @@ def submit(
 
 def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str, label: str,
                      seconds: float | None = None, n: int = 1, lease_s: float = LEASE_S,
-                     explore: float = 0.1) -> tuple:
+                     explore: float = 0.1, meta: dict | None = None) -> tuple:
     "Submit a label and top the annotator's leases back up to `n`, in one transaction: (annotation id, held ids)."
     annotator = _person(annotator)
     label = _check_label(engine, project, label)
@@ -448,9 +448,9 @@ def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str,
         from fullstack_ml.annotate_postgres import submit_and_claim_postgres
 
         return submit_and_claim_postgres(engine, project, item_id, annotator, label, seconds, n, lease_s,
-                                         random.random() < explore)
+                                         random.random() < explore, meta)
     with _queue_transaction(engine) as conn:
-        annotation_id = _submit(conn, engine, project, item_id, annotator, label, seconds, None)
+        annotation_id = _submit(conn, engine, project, item_id, annotator, label, seconds, meta)
         return annotation_id, _claim(conn, engine, project, annotator, n, lease_s, explore)
 
 

@@ -9,6 +9,7 @@ __all__ = ['function_sql', 'submit_and_claim_postgres']
 
 # %% ../nbs/03c_annotate_postgres.ipynb #e69cc76a
 import hashlib
+import json
 import os
 import re
 
@@ -133,13 +134,14 @@ def _connection(engine: Engine) -> tuple:
 
 
 def submit_and_claim_postgres(engine: Engine, project: str, item_id: str, annotator: str, label: str,
-                              seconds: float | None, n: int, lease_s: float, explore: bool) -> tuple:
+                              seconds: float | None, n: int, lease_s: float, explore: bool,
+                              meta: dict | None = None) -> tuple:
     "`annotate.submit_and_claim` on PostgreSQL in one round trip: (annotation id, held ids) or `LeaseLost`."
     name, raw = _connection(engine)
     cursor = raw.driver_connection.execute(
-        f"SELECT * FROM {name}(%s::text, %s::text, %s::text, %s::text, %s::float8, NULL::jsonb, %s::float8, "
+        f"SELECT * FROM {name}(%s::text, %s::text, %s::text, %s::text, %s::float8, %s::jsonb, %s::float8, "
         "%s::integer, %s::float8, %s::boolean)",
-        (project, item_id, annotator, label, seconds, now(), n, lease_s, explore))
+        (project, item_id, annotator, label, seconds, json.dumps(meta) if meta else None, now(), n, lease_s, explore))
     annotation_id, held, problem = cursor.fetchone()
     if problem:
         raise LeaseLost(lease_lost_message(problem, annotator, item_id))
