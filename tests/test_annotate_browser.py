@@ -398,3 +398,62 @@ def test_the_bundled_shapes_project_is_labelled_with_its_keys(fsml_home, browser
     finally:
         context.close()
         stop(proc)
+
+
+@pytest.mark.slow
+def test_enter_accepts_the_models_suggestion(fsml_home, browser, artifacts_dir):
+    "The page shows the production model's pre-label; Enter stores it as the annotator's own label, model recorded."
+    import numpy as np
+    import sqlalchemy as sa
+
+    from fullstack_ml.prelabels import write_prelabels
+    from fullstack_ml.store import annotations
+
+    ids = make_digit_items(3)
+    probabilities = np.full((len(ids), len(LABELS)), 0.01)
+    guess = {item_id: str((row + 5) % 10) for row, item_id in enumerate(ids)}
+    for row, item_id in enumerate(ids):
+        probabilities[row, int(guess[item_id])] = 0.91
+    write_prelabels(connect(), "digits", "digits@4", ids, probabilities, LABELS)  # what the pre-label stage writes
+    token = add_user(connect(), "alice", "annotator")
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context(viewport={"width": 900, "height": 760})
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        accepted = shown_item(page)
+        assert page.text_content(".fsml-suggestion") == f"suggestion: {guess[accepted]} · 91% · Enter accepts"
+        assert page.get_attribute(".fsml-suggested", "data-label") == guess[accepted]  # its button is marked
+        assert "Enter" in page.text_content(".fsml-accept")  # the key help names the accept key
+        page.screenshot(path=str(artifacts_dir / "annotate_suggestion.png"))
+        press_and_wait(page, "Enter", accepted)
+        overridden = shown_item(page)
+        override = str((int(guess[overridden]) + 1) % 10)
+        press_and_wait(page, override, overridden)  # a label key overrides the suggestion
+        hidden = shown_item(page)
+        page.click(".fsml-suggestion-toggle input")  # hide suggestions
+        assert page.text_content(".fsml-suggestion") == "" and page.query_selector(".fsml-suggested") is None
+        page.keyboard.press("Enter")  # nothing to accept while hidden
+        time.sleep(0.5)
+        assert shown_item(page) == hidden
+        page.keyboard.press("0")
+        page.wait_for_selector(".fsml-empty:has-text('all done')", timeout=30_000)
+        deadline = time.time() + 30
+        while True:
+            with connect().connect() as conn:
+                rows = conn.execute(sa.select(annotations).where(annotations.c.kind == "label")).all()
+            if len(rows) == 3 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        stored = {row.item_id: row for row in rows}
+        assert {row.annotator for row in rows} == {"alice"}  # the signed-in person's label, never the model's
+        assert stored[accepted].label == guess[accepted]  # Enter stored the suggestion
+        suggestion = {"label": guess[accepted], "model": "digits@4", "score": 0.91}
+        assert stored[accepted].meta["suggestion"] == suggestion  # with the model version it came from
+        assert (stored[accepted].meta["shown"], stored[accepted].meta["accepted"]) == (True, True)
+        assert stored[overridden].label == override and stored[overridden].meta["accepted"] is False
+        assert stored[hidden].label == "0" and stored[hidden].meta["shown"] is False
+    finally:
+        context.close()
+        stop(proc)

@@ -3,6 +3,8 @@
 // Keys come from the project (`hotkeys`, one per label, "" for a label reached only through the picker);
 // skip and undo take the first of their keys that no label uses. With more labels than keys, a filter box
 // ("/" or any other letter to start typing, Enter to choose the first match, Escape to leave) picks by name.
+// A model's suggestion (an item's `suggestion`: label, model, score) is shown under the image and its label's
+// button is marked; Enter (never a label key) accepts it, any label key overrides it, the toggle hides them.
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function freeKey(candidates, taken) { return candidates.find(k => !taken.has(k.toLowerCase())) || null; }
 const SMALL_SIDE = 256;  // images no bigger than this are scaled up with visible pixels, not blurred
@@ -21,6 +23,9 @@ function render({ model, el: host }) {
   const hintBox = el('label', 'fsml-hint-toggle'); const hintCheck = el('input'); hintCheck.type = 'checkbox';
   hintCheck.checked = model.get('show_hint'); hintBox.append(hintCheck, document.createTextNode(' show hint'));
   const hint = el('div', 'fsml-hint', '');
+  const suggestion = el('div', 'fsml-suggestion', '');
+  const sugBox = el('label', 'fsml-suggestion-toggle'); const sugCheck = el('input'); sugCheck.type = 'checkbox';
+  sugCheck.checked = model.get('show_suggestions'); sugBox.append(sugCheck, document.createTextNode(' show suggestions'));
   const bar = el('div', 'fsml-buttons');
   const labels = model.get('labels'), keys = model.get('hotkeys'), descriptions = model.get('descriptions') || [];
   const keyToLabel = Object.create(null), taken = new Set();
@@ -36,7 +41,9 @@ function render({ model, el: host }) {
   const undoB = el('button', 'fsml-undo'); undoB.append(el('kbd', null, '⌫' + (undoKey ? '/' + undoKey.toUpperCase() : '')), document.createTextNode(' undo'));
   const skipB = el('button', 'fsml-skip'); skipB.append(el('kbd', null, (skipKey || '').toUpperCase()), document.createTextNode(' skip'));
   undoB.onclick = () => undo(performance.now()); skipB.onclick = () => act('skip', null, performance.now());
-  tools.append(undoB, skipB, hintBox);
+  const acceptB = el('button', 'fsml-accept'); acceptB.append(el('kbd', null, '⏎ Enter'), document.createTextNode(' accept suggestion'));
+  acceptB.onclick = () => accept(performance.now());
+  tools.append(acceptB, undoB, skipB, hintBox, sugBox);
   // the picker: every label by name, for projects with more labels than keys (or to find one by name)
   const keyless = labels.filter((_, i) => !keys[i]).length;
   const picker = el('div', 'fsml-picker');
@@ -52,7 +59,7 @@ function render({ model, el: host }) {
     legend.append(list); tools.append(legend);
   }
   const notice = el('div', 'fsml-notice', '');
-  root.append(header, stage, hint, bar, picker, tools, notice); host.append(root);
+  root.append(header, stage, suggestion, hint, bar, picker, tools, notice); host.append(root);
 
   let chosen = 0;  // index among the current matches that Enter picks
   function filtered() {
@@ -99,11 +106,26 @@ function render({ model, el: host }) {
       hint.textContent = hintCheck.checked && current.hint != null ? current.hint : ''; }
     else { img.removeAttribute('src'); img.dataset.item = ''; img.style.visibility = 'hidden'; size.textContent = '';
       empty.textContent = exhausted ? 'all done, thank you!' : 'loading…'; hint.textContent = ''; }
+    showSuggestion();
     shownAt = performance.now(); root.dataset.item = current ? current.id : ''; updateStatus();
   }
+  function suggested() {  // the current item's suggestion, when there is one the page may show
+    const s = current && current.suggestion;
+    return s && labels.includes(s.label) ? s : null;
+  }
+  function showSuggestion() {
+    const s = suggested(), on = sugCheck.checked && s != null;
+    suggestion.textContent = on ? 'suggestion: ' + s.label + (s.score != null ? ' · ' + Math.round(s.score * 100) + '%' : '')
+      + ' · Enter accepts' : '';
+    root.dataset.suggestion = on ? s.label : '';
+    acceptB.disabled = !on;
+    bar.querySelectorAll('.fsml-label').forEach(b => b.classList.toggle('fsml-suggested', on && b.dataset.label === s.label));
+  }
+  function accept(t0) { if (sugCheck.checked && suggested()) act('label', suggested().label, t0); }
   function act(type, label, t0) {
     if (!current) return;
-    model.send({ type, id: current.id, label, seconds: (performance.now() - shownAt) / 1000 });
+    const shown = sugCheck.checked && suggested() != null;  // the kernel records whether a suggestion was on screen
+    model.send({ type, id: current.id, label, shown, seconds: (performance.now() - shownAt) / 1000 });
     history.push({ item: current, type }); if (history.length > 50) history.shift();
     if (type === 'label') done += 1;
     const next = queue.shift();
@@ -129,12 +151,14 @@ function render({ model, el: host }) {
   }
   model.on('msg:custom', receive);
   hintCheck.onchange = () => show(current);
+  sugCheck.onchange = () => { sugCheck.blur(); showSuggestion(); };
   const onKey = (e) => {
     if (!root.isConnected) return;
     const tag = (e.target && e.target.tagName || '').toLowerCase();
     if (tag === 'input' || tag === 'textarea' || e.ctrlKey || e.metaKey || e.altKey) return;
     const t0 = performance.now(), key = e.key;
     if (Object.hasOwn(keyToLabel, key)) { e.preventDefault(); act('label', keyToLabel[key], t0); }
+    else if (key === 'Enter') { e.preventDefault(); accept(t0); }
     else if (key === 'Backspace' || (undoKey && key.toLowerCase() === undoKey)) { e.preventDefault(); undo(t0); }
     else if (skipKey && key.toLowerCase() === skipKey) { e.preventDefault(); act('skip', null, t0); }
     else if (picker.style.display !== 'none' && (key === '/' || /^[\p{L}\p{N}]$/u.test(key))) {
