@@ -7,7 +7,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/labels.html.md"""
 # %% auto #0
 __all__ = ['LABEL_KINDS', 'CONSENSUS_COLUMNS', 'import_weak_labels', 'read_labels_file', 'import_labels', 'annotation_history',
            'current_labels', 'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa', 'agreement', 'review_queue',
-           'ReviewConflict', 'review', 'annotator_stats', 'status', 'plot_classes', 'run_annotate']
+           'ReviewConflict', 'review', 'annotator_stats', 'suggestion_stats', 'status', 'prelabel_command',
+           'plot_classes', 'run_annotate']
 
 # %% ../nbs/03a_labels.ipynb #3358d3e0
 import csv
@@ -16,6 +17,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import click
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -254,6 +256,31 @@ def annotator_stats(engine: Engine, project: str) -> list:
                           "agreement": None if agree is None else round(float(agree), 3)})
     return stats
 
+# %% ../nbs/03a_labels.ipynb #a3d50002
+def _median(values: list) -> float | None:
+    return round(float(pd.Series(values).median()), 2) if values else None
+
+
+def suggestion_stats(engine: Engine, project: str) -> dict:
+    "How people met the model's suggestions: agreement with them, and median seconds per label with vs without."
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(annotations.c.label, annotations.c.seconds, annotations.c.meta).where(
+            annotations.c.project == project, annotations.c.kind == "label", _not_undone())).all()
+    shown, hidden = [], []
+    for row in rows:
+        meta = row.meta if isinstance(row.meta, dict) else {}
+        if "shown" in meta:
+            (shown if meta["shown"] and meta.get("suggestion") else hidden).append((row, meta))
+    agreed = [row.label == meta["suggestion"].get("label") for row, meta in shown]
+    accepted = [bool(meta.get("accepted")) for _, meta in shown]
+    with_s = _median([row.seconds for row, _ in shown if row.seconds is not None])
+    without_s = _median([row.seconds for row, _ in hidden if row.seconds is not None])
+    return {"shown": len(shown), "hidden": len(hidden),
+            "agreement": round(sum(agreed) / len(agreed), 3) if agreed else None,
+            "accepted": round(sum(accepted) / len(accepted), 3) if accepted else None,
+            "seconds_with": with_s, "seconds_without": without_s,
+            "speedup": round(without_s / with_s, 2) if with_s and without_s else None}
+
 # %% ../nbs/03a_labels.ipynb #447c32c4
 def status(engine: Engine, project: str) -> dict:
     "Progress and agreement of a project: items, labeled, remaining, annotators, kappa, ..."
@@ -270,7 +297,27 @@ def status(engine: Engine, project: str) -> dict:
                 "to_review": len(review_queue(engine, project)),
                 "by_source": {source: int(n) for source, n in table.source.value_counts().items()},
                 "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
-                "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"]}
+                "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"],
+                "suggestions": suggestion_stats(engine, project)}
+
+# %% ../nbs/03a_labels.ipynb #a3d50011
+@click.command("prelabel")
+@click.option("--project", default=None, help="project name (default: the only project in the store)")
+@click.option("--model", default=None, metavar="NAME[@VERSION]", help="model to predict with (default: the "
+              "project's production model)")
+@click.option("--order", type=click.Choice(("value", "random")), default=None,
+              help="queue order to record for the project (default: keep its order; new projects: value)")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="images per forward pass")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def prelabel_command(project, model, order, batch_size, as_json):
+    "Pre-label the queue with the production model and rank it by the value of a label."
+    from fullstack_ml.cli import emit
+    from fullstack_ml.prelabels import prelabel
+
+    report = prelabel(project=project, model=model, order=order, batch_size=batch_size, progress=not as_json)
+    emit(report, as_json, (f"{report['project']}: {report['prelabelled']} items pre-labelled by {report['model']} "
+                           f"({report['skipped']} already were, {report['failed']} unreadable); {report['queued']} "
+                           f"queued, in {report['order']} order; {report['seconds']} s"))
 
 # %% ../nbs/03a_labels.ipynb #f03f346e
 def plot_classes(table: pd.DataFrame, labels: list):
