@@ -45,12 +45,14 @@ SUBCOMMANDS = {  # name -> (module, attribute, help); imported only when the sub
     "annotate": ("fullstack_ml.annotate_app", "annotate_cli", "The annotation app, progress, export and import."),
     "dataset": ("fullstack_ml.datasets", "dataset_cli", "Snapshot, list, show and diff dataset versions."),
     "train": ("fullstack_ml.train", "train_command", "Train on a dataset version, or reproduce the benchmark."),
+    "retrain": ("fullstack_ml.gate", "retrain_command", "Retrain on trusted labels; promote only past the gate (margin + paired test)."),
     "eval": ("fullstack_ml.eval", "eval_cli", "Evaluate a model; the evaluation app."),
     "registry": ("fullstack_ml.registry", "registry_cli", "List, show, promote and verify model artifacts."),
     "serve": ("fullstack_ml.serve", "serve_cli", "The HTTP API and the queue's workers."),
     "demo": ("fullstack_ml.demo", "demo_cli", "The demo app, and a static page that runs the model in a browser."),
     "users": ("fullstack_ml.auth", "users_cli", "Add, list and revoke users: roles and their own secrets."),
     "project": ("fullstack_ml.project", "project_cli", "Create, list and show projects: labels, keys, image spec, model."),
+    "lineage": ("fullstack_ml.lineage", "lineage_command", "Walk an answer back: job, model, run, dataset, labels, sources."),
 }
 
 

@@ -22,6 +22,7 @@ from . import registry
 from .cli import emit
 from .images import BadImage, ImageLimits, decode_image
 from .queue import open_queue
+from .store import sha256_hex
 
 # %% ../nbs/07c_worker.ipynb #6f57d7e8
 def production_ref(engine=None) -> str:
@@ -90,7 +91,8 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
                 queue.fail(job, f"model_error: {type(error).__name__}: {error}")
         good = kept
     inference_ms = (time.perf_counter() - start) * 1000
-    pairs = [(job, {**output, "model": model.ref, "batch_size": len(good), "inference_ms": round(inference_ms, 3),
+    pairs = [(job, {**output, "model": model.ref, "item": sha256_hex(job.payload),  # the item id of these bytes
+                    "batch_size": len(good), "inference_ms": round(inference_ms, 3),
                     "queue_ms": round((claimed_at - job.enqueued_at) * 1000, 3), "worker": worker,
                     "deliveries": job.deliveries})
              for job, output in zip(good, outputs)]
