@@ -106,7 +106,8 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
 
 # %% ../nbs/07d_door.ipynb #b01d94c9
 AUTH_CACHE_S = 5.0  # a token's user is looked up at most this often (a revocation takes effect within it)
-PERMISSION_OF = {"/v1/predict": "predict", "/v1/jobs/": "predict"}  # path prefix -> action; others: any user
+PERMISSION_OF = {"/v1/predict": "predict", "/v1/jobs/": "predict",  # path prefix -> action; others: any user
+                 "/v1/lineage/": "evaluate"}  # a lineage names annotators and pages: reviewers and admins
 
 
 class Gate:

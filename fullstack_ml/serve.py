@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__, auth, registry
 from .door import BadInput, Gate, check_access, check_upload, error_response, read_image_body
 from .images import ImageLimits
+from .lineage import UnknownRef, lineage
 from .queue import QueueFull, open_queue
 from .settings import check_listen, child_env, get_settings
 from .store import connect
@@ -220,7 +221,14 @@ def add_routes(app, queue, waiter, metrics, models: ModelNames, wait_s, limits) 
         status = await run_in_threadpool(queue.status, job_id)
         if status is None:
             return error_response(404, "unknown_job", f"no job {job_id!r} (never sent, or its result expired)")
-        return status
+        return {**status, "lineage": f"/v1/lineage/{job_id}"}  # the walk back: model, data, labels, sources
+
+    @app.get("/v1/lineage/{ref}")
+    async def lineage_walk(ref: str):  # a job id, an item id or NAME@VERSION (chapter 07f)
+        try:
+            return await run_in_threadpool(lineage, ref, None, None, queue)
+        except UnknownRef as error:
+            return error_response(404, "unknown_ref", str(error))
 
     @app.get("/healthz")
     async def healthz():
