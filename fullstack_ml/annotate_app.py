@@ -6,7 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/annotate_app.html.md"""
 
 # %% auto #0
 __all__ = ['DISPLAY_SIDE', 'item_payloads', 'suggestions', 'label_meta', 'AnnotationSession', 'ReviewSession', 'labelling_widget',
-           'annotation_app', 'annotate_cli', 'app_command', 'status_command', 'export_command', 'import_command']
+           'annotation_app', 'annotate_cli', 'app_command', 'status_command', 'export_command', 'import_command',
+           'prelabel_command']
 
 # %% ../nbs/03b_annotate_app.ipynb #13dd141b
 import base64
@@ -311,6 +312,10 @@ def status_command(project, as_json):
     lines = [(f"{project}: {report['items']} items, {report['labeled']} labeled by people, "
               f"{report['remaining']} waiting, {report['to_review']} to review; kappa {kappa}")]
     lines += [f"  {a['name']}: {a['labels']} labels, {a['labels_per_hour'] or 0:.0f}/h" for a in report["annotators"]]
+    hints = report.get("suggestions") or {}
+    if hints.get("shown"):  # the model's suggestions (chapter 03d): agreement, and pace with vs without
+        lines.append(f"  suggestions: {hints['shown']} labels with one shown, {hints['agreement']:.0%} agree; "
+                     f"median {hints['seconds_with']} s with vs {hints['seconds_without']} s without")
     emit(report, as_json, "\n".join(lines))
 
 
@@ -340,3 +345,22 @@ def import_command(path, project, annotator, as_json):
     project = get_project(connect(), project)["name"]
     count = import_labels(connect(), project, path, annotator)
     emit({"imported": count, "project": project}, as_json, f"imported {count} labels into {project!r}")
+
+# %% ../nbs/03b_annotate_app.ipynb #b3d50001
+@annotate_cli.command("prelabel")
+@click.option("--project", default=None, help="project name (default: the only project in the store)")
+@click.option("--model", default=None, metavar="NAME[@VERSION]",
+              help="model to predict with (default: the project's production model)")
+@click.option("--order", type=click.Choice(("value", "random")), default=None,
+              help="queue order to record for the project (default: keep its order; new projects: value)")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="images per forward pass")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def prelabel_command(project, model, order, batch_size, as_json):
+    "Pre-label the queue with the production model and rank it by the value of a label (chapter 03d)."
+    from fullstack_ml.cli import emit
+    from fullstack_ml.prelabels import prelabel  # torch: only this command's process loads it, never the app's
+
+    report = prelabel(project=project, model=model, order=order, batch_size=batch_size, progress=not as_json)
+    emit(report, as_json, (f"{report['project']}: {report['prelabelled']} items pre-labelled by {report['model']} "
+                           f"({report['skipped']} already were, {report['failed']} unreadable); {report['queued']} "
+                           f"queued, in {report['order']} order; {report['seconds']} s"))

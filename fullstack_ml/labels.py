@@ -7,8 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/labels.html.md"""
 # %% auto #0
 __all__ = ['LABEL_KINDS', 'CONSENSUS_COLUMNS', 'import_weak_labels', 'read_labels_file', 'import_labels', 'annotation_history',
            'current_labels', 'export_labels', 'consensus', 'cohen_kappa', 'fleiss_kappa', 'agreement', 'review_queue',
-           'ReviewConflict', 'review', 'annotator_stats', 'suggestion_stats', 'status', 'prelabel_command',
-           'plot_classes', 'run_annotate']
+           'ReviewConflict', 'review', 'annotator_stats', 'suggestion_stats', 'status', 'plot_classes', 'run_annotate']
 
 # %% ../nbs/03a_labels.ipynb #3358d3e0
 import csv
@@ -17,7 +16,6 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import click
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -299,25 +297,6 @@ def status(engine: Engine, project: str) -> dict:
                 "annotators": annotator_stats(engine, project), "kappa": kappa, "cohen_kappa": agree["cohen_kappa"],
                 "fleiss_kappa": agree["fleiss_kappa"], "items_with_overlap": agree["items"],
                 "suggestions": suggestion_stats(engine, project)}
-
-# %% ../nbs/03a_labels.ipynb #a3d50011
-@click.command("prelabel")
-@click.option("--project", default=None, help="project name (default: the only project in the store)")
-@click.option("--model", default=None, metavar="NAME[@VERSION]", help="model to predict with (default: the "
-              "project's production model)")
-@click.option("--order", type=click.Choice(("value", "random")), default=None,
-              help="queue order to record for the project (default: keep its order; new projects: value)")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="images per forward pass")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def prelabel_command(project, model, order, batch_size, as_json):
-    "Pre-label the queue with the production model and rank it by the value of a label."
-    from fullstack_ml.cli import emit
-    from fullstack_ml.prelabels import prelabel
-
-    report = prelabel(project=project, model=model, order=order, batch_size=batch_size, progress=not as_json)
-    emit(report, as_json, (f"{report['project']}: {report['prelabelled']} items pre-labelled by {report['model']} "
-                           f"({report['skipped']} already were, {report['failed']} unreadable); {report['queued']} "
-                           f"queued, in {report['order']} order; {report['seconds']} s"))
 
 # %% ../nbs/03a_labels.ipynb #f03f346e
 def plot_classes(table: pd.DataFrame, labels: list):
