@@ -1,0 +1,160 @@
+"""Many annotators on one machine (issue 18): N annotator pages at once, in headless Chromium, against one Voila server.
+
+Each page is a person with their own credential (so their own kernel), who looks at the image for a while (a human
+pace: `--pace` seconds on average, uniformly 0.5x to 1.5x), presses a label key, and goes on, `--labels` times.
+People arrive `--ramp` seconds apart, as they do in the morning. The script prints:
+- key -> next image painted, p50/p95/max over every key of every page (measured in the page, as
+  `benchmarks/annotate.py` does: `performance.now()` at the keydown, then two animation frames). Target p95 <= 50 ms.
+- how often a key found the page's local queue empty (the kernel had fallen behind: the person waits);
+- the resident memory of each annotation kernel (mean and max; target <= 80 MB) and of the Voila server;
+- page load (open -> first image) p50 and max, and the load average, since the machine may be shared.
+
+Run from the repo root:  python benchmarks/annotate_pages.py [--pages 50] [--labels 20] [--pace 1.5] [--json]
+On a loaded machine run it at a smaller --pages and say so: the figures are per page and per kernel.
+"""
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from annotate import CHROMIUM_ARGS, free_port, kernel_rss_mb, make_items  # the one-page benchmark's helpers
+
+ROOT = ".fsml-annotate"
+SHOWN = ".fsml-annotate[data-item]:not([data-item=''])"
+NEXT = ("(before) => { const root = document.querySelector('.fsml-annotate');"
+        " const empty = document.querySelector('.fsml-empty');"
+        " return (root.dataset.item && root.dataset.item !== before) || empty.textContent.startsWith('all done'); }")
+
+
+def percentile(values: list, q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[int(q * (len(ordered) - 1))], 1)
+
+
+async def annotator(browser, url: str, labels: int, pace_s: float, seed: int, delay_s: float) -> dict:
+    "One person: open the page, then `labels` times look for a while and press a key; what their page measured."
+    rng = random.Random(seed)
+    await asyncio.sleep(delay_s)
+    context = await browser.new_context(viewport={"width": 900, "height": 760})
+    page = await context.new_page()
+    started = time.perf_counter()
+    await page.goto(url, timeout=900_000)
+    await page.wait_for_selector(SHOWN, timeout=900_000)
+    load_s = time.perf_counter() - started
+    empty_queue = 0
+    for _ in range(labels):
+        await asyncio.sleep(pace_s * rng.uniform(0.5, 1.5))  # a person looks, then decides
+        if await page.get_attribute(ROOT, "data-queued") == "0":
+            empty_queue += 1  # no next image waiting in the page: this key will wait for the kernel
+        before = await page.get_attribute(ROOT, "data-item")
+        if not before:
+            break
+        await page.keyboard.press(str(rng.randrange(10)))
+        await page.wait_for_function(NEXT, arg=before, timeout=300_000)
+    await asyncio.sleep(0.2)  # the last key's two animation frames
+    paints = await page.evaluate("window.__fsmlPaints")
+    await context.close()
+    return {"load_s": load_s, "paints_ms": paints, "empty_queue": empty_queue}
+
+
+async def drive(port: int, tokens: list, labels: int, pace_s: float, ramp_s: float) -> list:
+    "All annotators at once in one headless Chromium (Debian's, not a downloaded one)."
+    from playwright.async_api import async_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        people = [annotator(browser, f"http://127.0.0.1:{port}/?token={token}", labels, pace_s, seed, seed * ramp_s)
+                  for seed, token in enumerate(tokens)]
+        results = await asyncio.gather(*people)
+        await browser.close()
+    return results
+
+
+def rss_mb(pid: int) -> float:
+    return round(int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024, 1)
+
+
+def run(pages: int, labels: int, pace_s: float, ramp_s: float) -> dict:
+    "Set up a store with `pages` annotators and enough items, serve the app, drive the pages, measure."
+    from fullstack_ml.auth import add_user
+    from fullstack_ml.store import connect
+
+    make_items(pages * (labels + 5) + 20)  # each page holds its item and 3 prefetched ones
+    tokens = [add_user(connect(), f"annotator-{i:02d}", "annotator") for i in range(pages)]
+    port = free_port()
+    fsml = Path(sys.executable).parent / "fsml"
+    log_path = Path(os.environ["FSML_HOME"]) / "voila.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([str(fsml), "annotate", "app", "--port", str(port), "--cull-idle", "3600"],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    load_before = os.getloadavg()[0]
+    try:
+        for _ in range(1200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        started = time.time()
+        results = asyncio.run(drive(port, tokens, labels, pace_s, ramp_s))
+        elapsed = time.time() - started
+        kernels = kernel_rss_mb(server.pid)  # after the labels: the kernels as they run, not as they start
+        server_mb = rss_mb(server.pid)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    paints = [ms for result in results for ms in result["paints_ms"]]
+    loads = [result["load_s"] for result in results]
+    return {
+        "pages": pages, "labels_per_page": labels, "pace_s": pace_s, "ramp_s": ramp_s, "keys": len(paints),
+        "paint_p50_ms": percentile(paints, 0.5), "paint_p95_ms": percentile(paints, 0.95),
+        "paint_max_ms": round(max(paints), 1), "keys_on_empty_queue": sum(r["empty_queue"] for r in results),
+        "kernels": len(kernels), "kernel_rss_mean_mb": round(statistics.mean(kernels), 1) if kernels else None,
+        "kernel_rss_max_mb": max(kernels, default=None), "server_rss_mb": server_mb,
+        "page_load_p50_s": round(statistics.median(loads), 1), "page_load_max_s": round(max(loads), 1),
+        "seconds": round(elapsed, 1), "labels_per_s": round(len(paints) / elapsed, 1),
+        "cores": os.cpu_count(), "load_average_before": round(load_before, 1),
+        "load_average_after": round(os.getloadavg()[0], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=50, help="annotator pages open at once")
+    parser.add_argument("--labels", type=int, default=20, help="labels each annotator gives")
+    parser.add_argument("--pace", type=float, default=1.5, help="mean seconds a person looks before a key")
+    parser.add_argument("--ramp", type=float, default=0.5, help="seconds between two people opening the page")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["FSML_HOME"] = home
+        for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_TOKEN"):
+            os.environ.pop(key, None)
+        result = run(args.pages, args.labels, args.pace, args.ramp)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['pages']} annotator pages on one Voila server, {result['labels_per_page']} labels each at ~"
+          f"{result['pace_s']} s per label ({result['cores']} cores, load average {result['load_average_before']} "
+          f"before, {result['load_average_after']} after; shared machine)")
+    print(f"key -> next image painted over {result['keys']} keys: p50 {result['paint_p50_ms']} ms, p95 "
+          f"{result['paint_p95_ms']} ms, max {result['paint_max_ms']} ms; target p95 <= 50 ms: ratio "
+          f"{result['paint_p95_ms'] / 50:.2f}; keys that found the page's queue empty: {result['keys_on_empty_queue']}")
+    print(f"memory per annotation kernel ({result['kernels']} kernels): mean {result['kernel_rss_mean_mb']} MB, max "
+          f"{result['kernel_rss_max_mb']} MB (target <= 80 MB); the Voila server {result['server_rss_mb']} MB")
+    print(f"page open -> first image: p50 {result['page_load_p50_s']} s, max {result['page_load_max_s']} s; "
+          f"{result['labels_per_s']} labels/s in all over {result['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
