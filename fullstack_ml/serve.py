@@ -363,24 +363,16 @@ def split_images(dataset_version: str, split: str = "test", limit: int | None = 
     return [get_blob(store, item_id) for item_id in part["item_id"]], [str(label) for label in part["label"]]
 
 # %% ../nbs/07_serve.ipynb #9383d281
-def publish_if_better(name: str | None = None, split: str = "test") -> dict:
-    "Publish the newest run (as `name`, default its project); promote it only if it beats production on one split."
+def publish_if_better(name: str | None = None, **gate) -> dict:
+    "Publish the newest run (as `name`, default its project); promote it only past the gate (chapter 7e)."
+    from fullstack_ml.gate import promote_if_better
+
     row = registry.publish(name=name) if name else registry.publish()
-    name = row["name"]
-    registry.promote(name, row["version"], "staging")
-    candidate = registry.load(f"{name}@{row['version']}")
-    images, labels = split_images(candidate.manifest["dataset_version"], split)
-    scores = {"candidate": split_accuracy(candidate, images, labels)}
-    try:
-        current = registry.load(f"{name}@production")
-        scores["production"] = split_accuracy(current, images, labels)
-    except FileNotFoundError:  # nothing in production yet
-        current = None
-    promoted = current is None or scores["candidate"] > scores["production"]
-    if promoted:
-        registry.promote(name, row["version"], "production")
-    return {"published": f"{name}@{row['version']}", "promoted": promoted, "split_items": len(labels),
-            "accuracy": scores, "production": f"{name}@{registry.resolve(f'{name}@production')[1]}"}
+    registry.promote(row["name"], row["version"], "staging")
+    verdict = promote_if_better(f"{row['name']}@{row['version']}", **gate)  # gate: margin, alpha, min_fresh
+    return {"published": verdict["candidate"], "promoted": verdict["promoted"], "split_items": verdict["n"],
+            "accuracy": {"candidate": verdict["candidate_accuracy"], "production": verdict["production_accuracy"]},
+            "production": verdict["production"], "gate": verdict}
 
 # %% ../nbs/07_serve.ipynb #2da5bcdf
 def send_images(url: str, images: list[bytes], concurrency: int = 8, headers: dict | None = None) -> list[dict]:
@@ -423,11 +415,17 @@ def run_serve(
     batch_size: int = 16,  # worker: claim up to this many jobs at once
     max_delay_ms: float = 5,  # worker: wait at most this long to fill a batch
     name: str | None = None,  # model name in the registry (default: the newest run's project)
+    retrain: bool = False,  # first retrain on trusted labels behind the gate (the cycle profile; chapter 7e)
 ) -> dict:
     "Publish the newest run, promote it if better, serve it, send the test images through HTTP."
     import numpy as np
 
-    release = publish_if_better(name)
+    if retrain:  # snapshot, train without flagged items, publish, gate; a model's name is its project's
+        from fullstack_ml.gate import retrain as retrain_behind_gate
+
+        release = retrain_behind_gate(name, progress=False)
+    else:
+        release = publish_if_better(name)
     production = registry.load(release["production"])
     from fullstack_ml.prelabels import prelabel  # the annotation queue follows production (chapter 03d)
 
