@@ -1,6 +1,8 @@
-"""The evaluation app in a real browser: Voila serves nbs/apps/eval.ipynb, Chromium clicks the confusion matrix.
+"""The evaluation app in a real browser: Voila serves nbs/apps/eval.ipynb, Chromium clicks the confusion matrix,
+reads an item's lineage (labels with consensus's verdict, sources) and the retraining gate's decisions.
 
-The store is seeded directly (items with tiny images, one evaluation with its predictions), so no model is trained.
+The store is seeded directly (items with tiny images and their sources, one evaluation with its predictions, one
+gate decision), so no model is trained.
 """
 import io
 import os
@@ -21,6 +23,9 @@ PAIRS = [("0", "0")] * 3 + [("1", "1")] * 2 + [("1", "2")] * 3 + [("2", "2")] * 
 # what a hostile crawled page can put in a caption and its own URL: both must reach the reader as text
 HOSTILE_CAPTION = '<img src=x onerror="window.pwned=1"><b>bold</b>'
 HOSTILE_PAGE_URL = 'https://gallery.example/p?q="><script>window.pwned=2</script>'
+# one decision of the retraining gate, in the shape the gate records (runs row of kind "gate")
+GATE = {"candidate": 0.91, "production": 0.9, "n": 200, "b01": 3, "b10": 5, "p_value": 0.727, "delta": 0.01}
+HOSTILE_REASON = "McNemar's exact p = 0.727 is not below alpha 0.05 <img src=x onerror=\"window.pwned=3\">"
 
 
 def _png(value: int) -> bytes:
@@ -52,7 +57,17 @@ def seed_store() -> dict:
             outputs.append({"label": predicted, "scores": {c: 0.8 if c == predicted else 0.1 for c in CLASSES}})
     record_evaluation(engine, "run-seeded", "v-seeded", "test", ids, labels, outputs, CLASSES)
     from fullstack_ml.annotate import ensure_project
+    from fullstack_ml.labels import import_weak_labels
+    from fullstack_ml.store import item_sources, runs
     ensure_project(engine, "digits")
+    import_weak_labels(engine, "digits")  # each item's caption label: the one label consensus has, so "agreed"
+    with engine.begin() as conn:
+        for number, item in enumerate(ids):
+            conn.execute(item_sources.insert().values(item_id=item, source_url=f"https://gallery.example/{number}.png",
+                                                      page_url=HOSTILE_PAGE_URL, licence="CC0", fetched_at=now()))
+        conn.execute(runs.insert().values(id="gate-seeded", kind="gate", status="refused", created_at=now(), metrics=GATE,
+                                          meta={"candidate": "digits@2", "production": "digits@1",
+                                                "held_out": "the whole test split", "reason": HOSTILE_REASON}))
     return cells
 
 
@@ -100,6 +115,10 @@ def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser
     assert page.eval_on_selector_all(".fsml-detail img[src='x'], .fsml-detail script, .fsml-detail .fsml-provenance b",
                                      "nodes => nodes.length") == 0, "no element was made from a crawled caption"
     assert page.evaluate("() => window.pwned") is None
+    labels = page.inner_text(".fsml-detail .fsml-labels")
+    assert "weak:" in labels and "agreed" in labels, "the lineage lists each label with consensus's verdict"
+    sources = page.inner_text(".fsml-detail .fsml-sources")
+    assert HOSTILE_PAGE_URL in sources and "https://gallery.example/" in sources and "CC0" in sources
     shown = page.inner_text(".fsml-detail h4").split()[-1]  # the item id's first 16 characters
     page.click(".fsml-detail .fsml-review")
     page.wait_for_selector("text=queued for review at top priority", timeout=30_000)
@@ -107,4 +126,12 @@ def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser
         queued = conn.execute(sa.select(tasks.c.item_id, tasks.c.priority, tasks.c.reason)).all()
     assert [(q.item_id[:16], q.priority) for q in queued] == [(shown, 100)] and "eval app" in queued[0].reason
     page.screenshot(path=str(artifacts_dir / "eval_app.png"), full_page=True)
+    page.click("text=gate decisions")
+    page.wait_for_selector(".fsml-gates", timeout=30_000)
+    gates = page.inner_text(".fsml-gates")
+    for shown_text in ("digits@2", "digits@1", "refused", "0.727", "200", "the whole test split", HOSTILE_REASON):
+        assert shown_text in gates, shown_text
+    assert page.eval_on_selector_all(".fsml-gates img", "nodes => nodes.length") == 0
+    assert page.evaluate("() => window.pwned") is None
+    page.screenshot(path=str(artifacts_dir / "eval_app_gates.png"), full_page=True)
     page.close()
