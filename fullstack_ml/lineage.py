@@ -16,6 +16,7 @@ import click
 import sqlalchemy as sa
 
 from .cli import emit
+from .gate import decisions
 from fullstack_ml.store import (
     aliases, annotations, artifacts, connect, dataset_versions, fetches, item_sources, items, open_files, runs,
 )
@@ -48,17 +49,13 @@ def _version_of(conn, name: str, selector: str) -> int | None:
 
 
 def gate_decisions(engine, model: str | None = None) -> list[dict]:
-    "Gate decisions (runs of kind `gate`), newest first; only those about `model` (NAME or NAME@VERSION) if given."
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(sa.select(runs).where(runs.c.kind == "gate")
-                                              .order_by(runs.c.created_at.desc())).mappings()]
-    return [row for row in rows if model is None or _about(row, model)]
-
-
-def _about(row: dict, model: str) -> bool:
-    "Whether a gate decision weighed `model` (NAME@VERSION exactly, or any version of NAME)."
-    weighed = [str((row["meta"] or {}).get(side)) for side in ("candidate", "production")]
-    return model in weighed or ("@" not in model and any(ref.split("@")[0] == model for ref in weighed))
+    "The gate's decisions (`gate.decisions`), newest first; with NAME@VERSION only those that weighed that version."
+    name, _, version = (model or "").partition("@")
+    rows = decisions(engine, name or None)
+    if not version:
+        return rows
+    sides = ("candidate", "production")
+    return [row for row in rows if model in {(row["meta"] or {}).get(side) for side in sides}]
 
 # %% ../nbs/07f_lineage.ipynb #7bfa5a41
 def _run_summary(run: dict | None) -> dict | None:
