@@ -118,3 +118,22 @@ def test_fsml_retrain_rollback_and_decisions_from_the_command_line(fsml_home):
     assert [row["id"] for row in listed] == [rolled["decision"]] and "item_ids" not in listed[0]["meta"]
     refused = fsml("retrain", "--rollback", check=False)  # nothing earlier to go back to: a one-line error
     assert refused.returncode != 0 and "no earlier version" in refused.stderr
+
+
+def test_the_cycle_profile_retrains_behind_the_gate_in_the_serve_stage(digits_home):
+    import nbformat
+
+    from fullstack_ml import gate
+    from fullstack_ml.pipeline import load_profile, notebooks_dir
+    from fullstack_ml.serve import run_serve
+
+    serve = load_profile("cycle")["serve"]
+    assert serve["retrain"] is True and load_profile("cycle")["train"]["benchmark_seeds"] == []
+    cells = nbformat.read(notebooks_dir() / "07_serve.ipynb", as_version=4).cells
+    parameters = next(cell.source for cell in cells if "parameters" in cell.metadata.get("tags", []))
+    assert "retrain: bool = False" in parameters  # papermill hands the profile's value to this name
+    engine, store, ids, flagged = digits_home
+    result = run_serve(n_requests=8, concurrency=2, batch_size=4, retrain=True)  # the project's own training defaults
+    assert result["promoted"] and result["production"] == "digits@2" and result["excluded"] == len(flagged)
+    assert result["ok"] == 8 and result["served_by"] == ["digits@2"] and result["p_value"] < gate.GATE.alpha
+    assert gate.decisions(engine)[0]["id"] == result["decision"]
