@@ -280,8 +280,10 @@ def _item_lines(item: dict) -> list[str]:
         lines.append(f"    image {source['image_url']} fetched {source['fetched']}, licence {source['licence']}")
         if source["page_url"]:
             lines.append(f"      on page {source['page_url']} fetched {source['page_fetched']}")
-        if source["import"]:
-            lines.append(f"      imported from {source['import']}")
+        imported = source["import"] or {}
+        if imported:  # a file, or a manifest's line naming a file or URL
+            line = f" line {imported['line']}" if imported.get("line") is not None else ""
+            lines.append(f"      imported from {imported.get('manifest') or imported.get('file')}{line}")
     return lines
 
 
