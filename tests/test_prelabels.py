@@ -162,3 +162,30 @@ def test_prelabel_refuses_a_model_of_another_label_set(fsml_home):
     with pytest.raises(ValueError, match="predicts \\['alpha', 'beta', 'gamma'\\]"):
         prelabel(project="digits", model="letters@production", progress=False)
     assert prelabel_rows(connect()) == []  # the refusal wrote nothing
+
+
+def test_an_accepted_suggestion_through_submit_and_claim_keeps_its_meta_on_both_backends(home):
+    from fullstack_ml.annotate import submit_and_claim
+    from fullstack_ml.labels import suggestion_stats
+
+    engine = connect()
+    ensure_project(engine, "digits", DIGITS)
+    ids = fake_items(engine, 3)
+    enqueue(engine, "digits", ids)
+    write_prelabels(engine, "digits", "digits@4", ids, guesses(("6", 0.9), ("6", 0.8), ("1", 0.7)), DIGITS)
+    suggestions = current_prelabels(engine, "digits")
+    held = claim(engine, "digits", "ann", explore=0.0)
+    for shown in (True, True, False):
+        item = held[0]
+        hint = {key: suggestions[item][key] for key in ("label", "model", "score")}
+        label = hint["label"] if shown else "0"
+        meta = {"suggestion": hint, "accepted": shown, "shown": shown}
+        _, held = submit_and_claim(engine, "digits", item, "ann", label, seconds=1.0 if shown else 3.0, meta=meta,
+                                   explore=0.0)
+    with engine.connect() as conn:
+        metas = conn.execute(sa.select(annotations.c.meta).where(annotations.c.kind == "label")
+                             .order_by(annotations.c.id)).scalars().all()
+    assert [m["suggestion"]["model"] for m in metas] == ["digits@4"] * 3 and [m["shown"] for m in metas] == [
+        True, True, False]
+    stats = suggestion_stats(engine, "digits")
+    assert (stats["shown"], stats["agreement"], stats["seconds_with"], stats["seconds_without"]) == (2, 1.0, 1.0, 3.0)
