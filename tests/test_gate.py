@@ -137,3 +137,39 @@ def test_the_cycle_profile_retrains_behind_the_gate_in_the_serve_stage(digits_ho
     assert result["promoted"] and result["production"] == "digits@2" and result["excluded"] == len(flagged)
     assert result["ok"] == 8 and result["served_by"] == ["digits@2"] and result["p_value"] < gate.GATE.alpha
     assert gate.decisions(engine)[0]["id"] == result["decision"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_gate_judges_on_test_items_new_since_production_and_records_it(database, fsml_home, monkeypatch, request):
+    if database == "postgresql":
+        monkeypatch.setenv("FSML_DB_URL", request.getfixturevalue("postgres_db"))
+    from serve_helpers import make_dataset_version, make_run
+
+    from fullstack_ml import gate
+    from fullstack_ml.annotate import Priority, enqueue, ensure_project
+    from fullstack_ml.datasets import read_manifest
+    from fullstack_ml.registry import publish
+    from fullstack_ml.store import connect, open_files
+
+    engine, store = connect(), open_files()
+    ensure_project(engine, "digits")
+
+    def candidate(seed: int, version: str) -> str:  # an untrained network published from a run on `version`
+        row = publish(make_run(engine, store, seed=seed, dataset_version=version), engine=engine, store=store)
+        return f"{row['name']}@{row['version']}"
+
+    old = make_dataset_version(engine, store, n=100)
+    first = gate.promote_if_better(candidate(1, old), engine, store)
+    assert first["promoted"] and first["previous"] is None and "no production" in first["reason"]
+    new = make_dataset_version(engine, store, n=400)  # the same 100 items and 300 more
+    manifest, seen = read_manifest(new, engine, store), set(read_manifest(old, engine, store).item_id)
+    fresh = [i for i in manifest.item_id[manifest.split == "test"] if i not in seen]
+    enqueue(engine, "digits", fresh[:1], priority=Priority.LABEL_ISSUE, reason="suspected label error")
+    second = gate.promote_if_better(candidate(2, new), engine, store, min_fresh=20)
+    assert second["previous"] == "digits@1" and second["n"] == len(fresh) - 1 >= 20
+    assert "new since production's dataset version" in second["held_out"] and "1 flagged" in second["held_out"]
+    records = gate.decisions(engine, "digits")
+    assert [r["id"] for r in records] == [second["decision"], first["decision"]]
+    assert set(records[0]["meta"]["item_ids"]) == set(fresh[1:])  # never an item an earlier gate judged on
+    assert records[0]["status"] == ("promoted" if second["promoted"] else "refused")
+    assert records[0]["metrics"]["n"] == second["n"] and records[0]["meta"]["production"] == "digits@1"
