@@ -91,20 +91,23 @@ def import_labels(engine: Engine, project: str, path: str | Path, annotator: str
     return len(rows)
 
 # %% ../nbs/03a_labels.ipynb #5b8c82e2
-def annotation_history(engine: Engine, project: str) -> pd.DataFrame:
-    "Every annotation row of a project, oldest first, with `undone` marking rows an undo cancelled."
+def annotation_history(engine: Engine, project: str, item_ids: list | None = None) -> pd.DataFrame:
+    "Every annotation row of a project (or of its `item_ids`), oldest first; `undone` marks rows an undo cancelled."
     columns = ["id", "item_id", "annotator", "kind", "label", "undoes", "seconds", "created_at"]
+    query = sa.select(*[annotations.c[c] for c in columns]).where(annotations.c.project == project)
+    if item_ids is not None:  # one item's lineage reads its own rows, not the whole project's
+        query = query.where(annotations.c.item_id.in_(list(item_ids)))
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(*[annotations.c[c] for c in columns])
-                            .where(annotations.c.project == project).order_by(annotations.c.id)).all()
+        rows = conn.execute(query.order_by(annotations.c.id)).all()
     history = pd.DataFrame(rows, columns=columns)
     history["undone"] = history["id"].isin(set(history["undoes"].dropna().astype(int)))
     return history
 
 
-def current_labels(engine: Engine, project: str, kinds: tuple = LABEL_KINDS) -> pd.DataFrame:
+def current_labels(engine: Engine, project: str, kinds: tuple = LABEL_KINDS,
+                   item_ids: list | None = None) -> pd.DataFrame:
     "The labels that count now: not undone, the latest per item, annotator and kind."
-    history = annotation_history(engine, project)
+    history = annotation_history(engine, project, item_ids)
     current = history[~history["undone"] & history["kind"].isin(kinds)]
     return current.drop_duplicates(["item_id", "annotator", "kind"], keep="last").reset_index(drop=True)
 
@@ -134,9 +137,9 @@ def _decide(votes: list, weak: str | None, review: str | None) -> tuple:
     return weak, "weak", float("nan"), 0
 
 
-def consensus(engine: Engine, project: str) -> pd.DataFrame:
-    "One label per labelled item: review, else human majority, else weak; columns as `CONSENSUS_COLUMNS`."
-    current = current_labels(engine, project)
+def consensus(engine: Engine, project: str, item_ids: list | None = None) -> pd.DataFrame:
+    "One label per labelled item (or per one of `item_ids`): review, else human majority, else weak; `CONSENSUS_COLUMNS`."
+    current = current_labels(engine, project, item_ids=item_ids)
     votes, weak, review, hinted = defaultdict(list), {}, {}, set()
     for row in current.itertuples():
         if row.kind in HUMAN_KINDS:

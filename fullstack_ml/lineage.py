@@ -187,7 +187,7 @@ def item_lineage(item_id: str, engine=None, store=None, dataset_version: str | N
         projects = sorted({row["project"] for row in rows})
         decided = {}
         for project in projects:
-            table = consensus(engine, project)
+            table = consensus(engine, project, [item_id])  # this item's rows only: the same rule, per item
             chosen = table[table["item_id"] == item_id]
             decided[project] = chosen["label"].iloc[0] if len(chosen) else None
         versions = sa.select(dataset_versions).order_by(dataset_versions.c.created_at.desc())
