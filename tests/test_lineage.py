@@ -107,3 +107,31 @@ def test_a_served_job_walks_back_to_the_crawl_page_of_its_image(served):
         failed = fsml("lineage", ref, check=False)
         assert failed.returncode == 1 and failed.stderr.startswith("fsml: error: ") and says in failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_a_lineage_needs_the_evaluate_permission(fsml_home, monkeypatch):
+    "The walk names annotators and pages: an api client may read its job record but not its lineage; a reviewer may."
+    from fullstack_ml.auth import add_user
+    from fullstack_ml.store import connect
+
+    monkeypatch.setenv("FSML_QUEUE_URL", f"sqlite:///{fsml_home}/queue.db")
+    engine = connect()
+    client, reviewer = add_user(engine, "client", "api"), add_user(engine, "rita", "reviewer")
+    port = free_port()
+    api = subprocess.Popen([FSML, "serve", "api", "--port", str(port)], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=60, proc=api)
+        url, ref = f"http://127.0.0.1:{port}", "0" * 32
+
+        def get(path, token):
+            return requests.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+        assert get(f"/v1/jobs/{ref}", client).status_code == 404  # allowed, just unknown
+        refused = get(f"/v1/lineage/{ref}", client)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        allowed = get(f"/v1/lineage/{ref}", reviewer)
+        assert allowed.status_code == 404 and allowed.json()["error"]["code"] == "unknown_ref"
+        assert requests.get(f"{url}/v1/lineage/{ref}", timeout=30).status_code == 401
+    finally:
+        stop(api)
