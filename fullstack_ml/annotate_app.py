@@ -81,11 +81,11 @@ def suggestions(engine: Engine, project: str, item_ids: list) -> dict:
     return found
 
 
-def label_meta(suggestion: dict | None, label: str, shown: bool) -> dict:
-    "What a person's label records about the suggestion they had: was one shown, and is the label that one."
+def label_meta(suggestion: dict | None, label: str, shown: bool, accepted: bool = False) -> dict:
+    "What a person's label records about the suggestion they had: was one shown, was it taken with the accept key."
     if suggestion is None:
         return {"shown": False}
-    return {"suggestion": suggestion, "shown": shown, "accepted": shown and label == suggestion["label"]}
+    return {"suggestion": suggestion, "shown": shown, "accepted": accepted and shown and label == suggestion["label"]}
 
 # %% ../nbs/03b_annotate_app.ipynb #42080144
 class AnnotationSession:
@@ -118,13 +118,14 @@ class AnnotationSession:
         self.send({"type": "items", "items": payloads, "exhausted": not held, "remaining": remaining})
 
     def handle(self, message: dict) -> None:
-        "React to one message from the page: ready, label (`shown`: a suggestion on screen), skip, undo, heartbeat."
+        "React to a message from the page: ready, label (`shown`, `accepted`: the suggestion), skip, undo, heartbeat."
         kind, item_id = message.get("type"), message.get("id")
         if kind == "ready":  # a (re)loaded page has nothing: send all that is leased to us
             self.sent = set()
         elif kind == "label":  # the common case: record it and claim the next item in one transaction
             self.sent.discard(item_id)
-            meta = label_meta(self.suggested.get(item_id), message["label"], bool(message.get("shown")))
+            meta = label_meta(self.suggested.get(item_id), message["label"], bool(message.get("shown")),
+                              bool(message.get("accepted")))
             try:
                 _, held = submit_and_claim(self.engine, self.project, item_id, self.user, message["label"],
                                            message.get("seconds"), 1 + self.prefetch, self.lease_s, meta=meta)

@@ -121,11 +121,11 @@ function render({ model, el: host }) {
     acceptB.disabled = !on;
     bar.querySelectorAll('.fsml-label').forEach(b => b.classList.toggle('fsml-suggested', on && b.dataset.label === s.label));
   }
-  function accept(t0) { if (sugCheck.checked && suggested()) act('label', suggested().label, t0); }
-  function act(type, label, t0) {
+  function accept(t0) { if (sugCheck.checked && suggested()) act('label', suggested().label, t0, true); }
+  function act(type, label, t0, accepted = false) {
     if (!current) return;
     const shown = sugCheck.checked && suggested() != null;  // the kernel records whether a suggestion was on screen
-    model.send({ type, id: current.id, label, shown, seconds: (performance.now() - shownAt) / 1000 });
+    model.send({ type, id: current.id, label, shown, accepted, seconds: (performance.now() - shownAt) / 1000 });
     history.push({ item: current, type }); if (history.length > 50) history.shift();
     if (type === 'label') done += 1;
     const next = queue.shift();
