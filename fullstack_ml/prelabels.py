@@ -6,7 +6,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/prelabels.html.md"""
 
 # %% auto #0
 __all__ = ['PRELABEL', 'ORDERS', 'margin', 'uncertainty', 'entropy', 'prelabel_rows', 'write_prelabels', 'current_prelabels',
-           'queue_order', 'set_queue_order', 'disagreement', 'order_queue', 'prelabel']
+           'queue_order', 'set_queue_order', 'disagreement', 'order_queue', 'prelabel', 'follow_production']
 
 # %% ../nbs/03d_prelabels.ipynb #d3a10004
 import math
@@ -223,3 +223,14 @@ def prelabel(
     return {"project": project, "model": loaded.ref, "queued": len(queued), "prelabelled": written,
             "skipped": len(queued) - len(todo), "failed": len(failed), "order": ranking["order"],
             "explored": ranking["explored"], "seconds": round(time.perf_counter() - started, 2)}
+
+# %% ../nbs/03d_prelabels.ipynb #d3a10036
+def follow_production(production, engine: Engine | None = None, store=None) -> dict | None:
+    "Pre-label the queue of a just-promoted model's project (a `LoadedModel`); None when nothing is queued."
+    engine = engine or connect()
+    project = production.manifest.get("project")
+    with engine.connect() as conn:
+        queued = conn.execute(sa.select(sa.func.count()).where(tasks.c.project == project)).scalar() if project else 0
+    if not queued:
+        return None
+    return prelabel(engine, store, project, model=production.ref, progress=False)

@@ -427,9 +427,9 @@ def run_serve(
     else:
         release = publish_if_better(name)
     production = registry.load(release["production"])
-    from fullstack_ml.prelabels import prelabel  # the annotation queue follows production (chapter 03d)
+    from fullstack_ml.prelabels import follow_production  # the annotation queue follows production (chapter 03d)
 
-    release["prelabels"] = prelabel(project=production.manifest.get("project"), model=production.ref, progress=False)
+    release["prelabels"] = follow_production(production)
     images, labels = split_images(production.manifest["dataset_version"])
     repeats = n_requests // max(len(images), 1) + 1  # cycle through the split to send n_requests
     images, labels = (images * repeats)[:n_requests], (labels * repeats)[:n_requests]
