@@ -1,4 +1,4 @@
-"""A keyboard-first labelling page for Voila: a session per annotator on the queue (03), a reviewer's page for disputes (03a), and the `fsml annotate` commands.
+"""A keyboard-first labelling page for Voila: a session per annotator on the queue (03) with the model's suggestions, a reviewer's page for disputes (03a), and the `fsml annotate` commands.
 
 Docs: https://fullstack-ml.github.io/fullstack_ml/annotate_app.html.md"""
 
