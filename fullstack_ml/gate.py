@@ -106,8 +106,13 @@ def decisions(engine=None, name: str | None = None) -> list[dict]:
     query = sa.select(runs).where(runs.c.kind == "gate").order_by(runs.c.created_at.desc(), runs.c.id.desc())
     with (engine or connect()).connect() as conn:
         rows = [dict(row) for row in conn.execute(query).mappings()]
-    refs = lambda row: (row["meta"] or {}).get("candidate") or (row["meta"] or {}).get("production") or ""
-    return [row for row in rows if name is None or refs(row).split("@")[0] == name]
+    return [row for row in rows if name is None or _model_name(row) == name]
+
+
+def _model_name(row: dict) -> str:
+    "The model a decision is about: its candidate's name (a rollback has only production)."
+    meta = row["meta"] or {}
+    return (meta.get("candidate") or meta.get("production") or "").split("@")[0]
 
 # %% ../nbs/07e_gate.ipynb #14b09408
 def _correct(ref: str, frame: pd.DataFrame, engine, store) -> np.ndarray:

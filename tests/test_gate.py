@@ -74,7 +74,7 @@ def test_a_retrain_promotes_a_better_candidate_refuses_an_equal_one_and_serving_
     # the clearly better candidate: promoted on the margin and on McNemar's exact test, numbers recorded
     assert better["promoted"] and better["candidate"] == "digits@2" and better["production"] == "digits@2"
     assert better["previous"] == "digits@1" and "unknown" in better["held_out"]  # production's data is not here
-    assert better["candidate_accuracy"] > 0.6 > 0.3 > better["production_accuracy"]
+    assert better["candidate_accuracy"] > 0.6 and better["production_accuracy"] < 0.3
     assert better["b10"] > 5 * max(better["b01"], 1) and better["p_value"] < 1e-6
     assert better["delta"] >= gate.GATE.margin and better["n"] >= 50
     record = gate.decisions(engine)[-1]
@@ -132,7 +132,7 @@ def test_the_cycle_profile_retrains_behind_the_gate_in_the_serve_stage(digits_ho
     cells = nbformat.read(notebooks_dir() / "07_serve.ipynb", as_version=4).cells
     parameters = next(cell.source for cell in cells if "parameters" in cell.metadata.get("tags", []))
     assert "retrain: bool = False" in parameters  # papermill hands the profile's value to this name
-    engine, store, ids, flagged = digits_home
+    engine, _, _, flagged = digits_home
     result = run_serve(n_requests=8, concurrency=2, batch_size=4, retrain=True)  # the project's own training defaults
     assert result["promoted"] and result["production"] == "digits@2" and result["excluded"] == len(flagged)
     assert result["ok"] == 8 and result["served_by"] == ["digits@2"] and result["p_value"] < gate.GATE.alpha
