@@ -124,6 +124,8 @@ def model_settings(project) -> dict:
     settings = {"arch": arch, **MODEL_DEFAULTS[arch], "in_channels": spec.channels}
     if arch == "resnet" and spec.side > 64:
         settings["stem_stride"] = 2
+    if arch == "small_cnn":  # never upsample: a larger input adds work, not information (see above)
+        settings["input_size"] = min(settings["input_size"], spec.side)
     return settings
 
 
