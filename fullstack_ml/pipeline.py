@@ -143,14 +143,16 @@ def html_page(title: str, intro: str, table: str) -> str:
     return frame.substitute(title=html.escape(title), intro=intro, table=table)
 
 # %% ../nbs/core/pipeline.ipynb #a0f45bd7
-def write_report(run_dir: Path, record: dict) -> Path:
-    "Render the run's executed notebooks and link them from `run_dir/index.html` with status and seconds."
+def write_report(run_dir: Path, record: dict, rendered=frozenset()) -> Path:
+    "Render the run's executed notebooks (but those in `rendered`) and link them from `run_dir/index.html`."
     rows = []
     for entry in record["stages"]:
         executed = run_dir / entry["notebook"]
         name = html.escape(entry["notebook"])
         if executed.exists():
-            page = render_notebook(executed, executed.with_suffix(".html"))
+            page = executed.with_suffix(".html")
+            if entry["notebook"] not in rendered:
+                render_notebook(executed, page)
             name = f'<a href="{html.escape(page.name)}">{name}</a>'
         seconds = (entry.get("ended_at") or time.time()) - entry["started_at"]
         status = html.escape(entry["status"])
@@ -231,6 +233,8 @@ def run_pipeline(
     project: str | None = None,  # the project every stage works on (default: the profile's)
 ) -> dict:
     "Run the stage notebooks in order with papermill; return the run record (also in `run.json`)."
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
     from fullstack_ml.project import bundled_project, bundled_projects, get_project, list_projects, save_project
     from fullstack_ml.store import connect, new_id
@@ -256,6 +260,7 @@ def run_pipeline(
                   report=str(run_dir / "index.html"))
     os.environ["PATH"] = child_env()["PATH"]  # kernels run this Python, whatever PATH said (no venv activated, a wheel)
     bar = tqdm(todo, desc="pipeline", unit="stage", disable=not progress, file=sys.stderr)
+    renderer, pages = ThreadPoolExecutor(1), {}  # a finished stage's page renders while the next stage runs
     for name, notebook in bar:
         bar.set_postfix_str(name)
         entry = dict(stage=name, notebook=notebook, parameters=params.get(name, {}), status="running",
@@ -266,24 +271,26 @@ def run_pipeline(
             result = _run_stage(notebooks, notebook, run_dir, params.get(name, {}), run_dir / f"{name}.result.json")
         except Exception as error:  # papermill's own error names the cell; anything else is the kernel's
             _end_stage(entry, run_dir, status="failed", error=_failure_message(name, notebook, error))
-            _end_run(record, run_dir, "failed")
+            _end_run(record, run_dir, "failed", renderer, pages)
             raise StageFailed(entry["error"] + f"; report: {run_dir / 'index.html'}") from None
         _end_stage(entry, run_dir, status="done", result=result)
+        pages[notebook] = renderer.submit(render_notebook, run_dir / notebook, (run_dir / notebook).with_suffix(".html"))
         if progress:
             bar.write(f"{name}: {entry['elapsed_s']:.1f} s ({entry['kernel_s']:.1f} s outside its cells)", file=sys.stderr)
         _write_json(run_dir / "run.json", record)
-    _end_run(record, run_dir, "done")
+    _end_run(record, run_dir, "done", renderer, pages)
     if progress:
         print(f"seconds: {timings(record)}", file=sys.stderr)
     return json.loads((run_dir / "run.json").read_text())  # as written: passwords masked
 
 
-def _end_run(record: dict, run_dir: Path, status: str) -> None:
+def _end_run(record: dict, run_dir: Path, status: str, renderer, pages: dict) -> None:
     "Write the report, then the record with the report's and the whole run's seconds."
     record.update(status=status, ended_at=time.time())
     _write_json(run_dir / "run.json", record)  # a report that fails to render still leaves the record
     started = time.time()
-    write_report(run_dir, record)
+    renderer.shutdown(wait=True)
+    write_report(run_dir, record, {notebook for notebook, page in pages.items() if page.exception() is None})
     record.update(report_s=round(time.time() - started, 2), ended_at=time.time())
     record["elapsed_s"] = round(record["ended_at"] - record["started_at"], 2)
     _write_json(run_dir / "run.json", record)
