@@ -189,3 +189,16 @@ def test_an_accepted_suggestion_through_submit_and_claim_keeps_its_meta_on_both_
         True, True, False]
     stats = suggestion_stats(engine, "digits")
     assert (stats["shown"], stats["agreement"], stats["seconds_with"], stats["seconds_without"]) == (2, 1.0, 1.0, 3.0)
+
+
+def test_a_promotion_moves_the_suggestions_and_a_store_without_a_queue_is_left_alone(fsml_home):
+    from fullstack_ml.prelabels import follow_production
+    from fullstack_ml.registry import load
+
+    publish_untrained(seed=0)
+    assert follow_production(load("digits@production")) is None  # no project, no queue: serving goes on
+    ids = queued_digits(6)
+    second = publish_untrained(seed=1)
+    report = follow_production(load("digits@production"))
+    assert (report["model"], report["prelabelled"]) == (f"digits@{second['version']}", 6)
+    assert set(current_prelabels(connect(), "digits", model=report["model"])) == set(ids)
