@@ -151,20 +151,22 @@ def order_queue(engine: Engine, project: str, order: str | None = None, explore:
     with _queue_transaction(engine) as conn:
         queued = list(conn.execute(sa.select(tasks.c.item_id).where(tasks.c.project == project)).scalars())
         opinions = _opinions(conn, project, queued) if order == "value" else {}
-        ranks, explored = [], 0
+        values, explored = {}, []
         for item_id in queued:
             suggestion = suggestions.get(item_id)
             if order == "random" or _explored(item_id, explore):
-                rank, explored = random.random(), explored + 1
-            else:
-                unsure = 1.0 - suggestion["margin"] if suggestion else 1.0
-                held = opinions.get(item_id, []) + ([suggestion["label"]] if suggestion else [])
-                rank = (unsure + disagreement(held)) / 2
-            ranks.append({"p_item": item_id, "p_rank": rank})
+                explored.append(item_id)
+                continue
+            unsure = 1.0 - suggestion["margin"] if suggestion else 1.0
+            held = opinions.get(item_id, []) + ([suggestion["label"]] if suggestion else [])
+            values[item_id] = (unsure + disagreement(held)) / 2
+        pool = list(values.values())  # an explored task takes a random task's value: a random place in the queue
+        values.update({item_id: random.choice(pool) if pool else random.random() for item_id in explored})
+        ranks = [{"p_item": item_id, "p_rank": value} for item_id, value in values.items()]
         if ranks:
             conn.execute(tasks.update().where(tasks.c.project == project, tasks.c.item_id == sa.bindparam("p_item"))
                          .values(rank=sa.bindparam("p_rank")), ranks)
-    return {"order": order, "ranked": len(ranks), "explored": explored}
+    return {"order": order, "ranked": len(ranks), "explored": len(explored)}
 
 # %% ../nbs/03d_prelabels.ipynb #d3a10031
 def _predict(predictor, store, item_ids: list) -> tuple:
