@@ -1,24 +1,42 @@
 """Label-error detection on a bundled project's gallery captions (noisy), scored against the gallery's true labels.
 
-The real path, on a temporary FSML_HOME: crawl the bundled demo site, import the captions as weak labels, snapshot a
-dataset version, then run the evaluation stage's confident learning (cross-validated on the training split) over the
-version. A suspect is right when its caption label differs from the gallery's truth (`gallery_truth()`, read only here).
-Prints precision and recall (target: both >= 0.8), overall and per split.
+The real path, on a temporary FSML_HOME: crawl the project's bundled gallery site, import the captions as weak labels,
+snapshot a dataset version, train the project's network on it (`train`, the project's recipe), then run the evaluation
+stage (`evaluate`): it picks the judge that works for the project on the validation split (the pixel SVM, or the
+project's network cross-validated on the training split) and searches the whole version by confident learning. For
+comparison, the pixel SVM's search alone (the judge before the choice existed) is scored on the same version.
+A suspect is right when its caption label differs from the gallery's truth (`gallery_truth()`, read only here).
+Prints precision and recall (target: both >= 0.8), overall and per split, for both searches.
 
-    python benchmarks/label_issues.py [--project digits|shapes] [--images N] [--folds 5] [--method prune_by_noise_rate]
+    python benchmarks/label_issues.py [--project digits|shapes] [--images N] [--epochs N] [--folds 5] [--json]
 """
 import argparse
+import json
 import os
 import tempfile
 import time
+
+
+def scores(manifest, noisy: set, suspects: set) -> dict:
+    "Precision and recall of `suspects` against the `noisy` items, per split and overall."
+    result = {}
+    for split in ("train", "valid", "test", "all"):
+        members = set(manifest["item_id"]) if split == "all" else set(manifest.loc[manifest["split"] == split, "item_id"])
+        found, wrong = suspects & members, noisy & members
+        hits = len(found & wrong)
+        result[split] = {"items": len(members), "wrong": len(wrong), "suspects": len(found),
+                         "precision": round(hits / len(found), 3) if found else None,
+                         "recall": round(hits / len(wrong), 3) if wrong else None}
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", default="digits", help="bundled project whose gallery is crawled")
     parser.add_argument("--images", type=int, default=None, help="gallery size (default: the project's N_IMAGES)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the trained network (default: the recipe's)")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--method", default="prune_by_noise_rate")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         os.environ["FSML_HOME"] = home
@@ -26,17 +44,18 @@ def main():
             os.environ.pop(key, None)
         from fullstack_ml.collect import crawl
         from fullstack_ml.datasets import read_manifest, snapshot
-        from fullstack_ml.eval import dataset_label_issues, image_features
+        from fullstack_ml.eval import dataset_label_issues, evaluate, image_features
         from fullstack_ml.gallery import DemoSite, gallery_truth
         from fullstack_ml.labels import run_annotate
         from fullstack_ml.preprocessing import Preprocessing
         from fullstack_ml.project import bundled_project
         from fullstack_ml.store import connect, open_files
+        from fullstack_ml.train import make_config, train
 
         started = time.perf_counter()
         project = bundled_project(args.project)
         with DemoSite(0, args.images, project=args.project) as site:  # our own loopback site
-            crawl([site.url], labels=project.label_names, synonyms=site.synonyms, max_pages=60, delay=0.0,
+            crawl([site.url], labels=project.label_names, synonyms=site.synonyms, max_pages=200, delay=0.0,
                   concurrency=8, per_host=8)
         run_annotate(args.project, show=False)
         engine, store = connect(), open_files()
@@ -44,29 +63,40 @@ def main():
         manifest = read_manifest(version, engine, store).astype({"label": str})
         prepared = time.perf_counter()
         features = image_features(store, manifest["item_id"].tolist(), Preprocessing.from_spec(project.image))
-        issues = dataset_label_issues(manifest, features, project.label_names, folds=args.folds, method=args.method)
+        pixel_issues = dataset_label_issues(manifest, features, project.label_names, folds=args.folds)
         searched = time.perf_counter()
+        config = make_config(args.project, engine, **({"epochs": args.epochs} if args.epochs else {}))
+        run = train(version, config, progress=False)
+        trained = time.perf_counter()
+        result = evaluate(run["run_id"], version, queue=False, folds=args.folds)
+        evaluated = time.perf_counter()
 
-    truth = gallery_truth(args.project)
+    truth = gallery_truth(args.project, args.images)
     manifest["true"] = manifest["item_id"].map(truth)
     manifest = manifest[manifest["true"].notna()]
     noisy = set(manifest.loc[manifest["label"] != manifest["true"], "item_id"])
-    suspects = {issue["item"] for issue in issues}
-    print(f"items {len(manifest)}, wrong caption labels {len(noisy)} ({len(noisy) / len(manifest):.1%}), "
-          f"suspects {len(suspects)}; method {args.method}, {args.folds} folds")
-    scores = {}
-    for split in ("train", "valid", "test", "all"):
-        members = set(manifest["item_id"]) if split == "all" else set(manifest.loc[manifest["split"] == split, "item_id"])
-        found, wrong = suspects & members, noisy & members
-        hits = len(found & wrong)
-        scores[split] = (hits / len(found) if found else float("nan"), hits / len(wrong) if wrong else float("nan"))
-        print(f"  {split:5s}  items {len(members):5d}  wrong {len(wrong):4d}  suspects {len(found):4d}  "
-              f"precision {scores[split][0]:.3f}  recall {scores[split][1]:.3f}")
-    suggested_right = sum(truth.get(issue["item"]) == issue["suggested"] for issue in issues if issue["item"] in noisy)
-    print(f"suggested label equals the truth for {suggested_right} of {len(suspects & noisy)} true suspects")
-    print(f"crawl+annotate+snapshot {prepared - started:.1f}s, label-error search {searched - prepared:.1f}s")
-    precision, recall = scores["all"]
-    print(f"precision {precision:.3f} = {precision / 0.8:.2f}x the 0.8 target; recall {recall:.3f} = {recall / 0.8:.2f}x")
+    report = {"project": args.project, "items": len(manifest), "wrong": len(noisy), "folds": args.folds,
+              "pixel_svm": scores(manifest, noisy, {issue["item"] for issue in pixel_issues}),
+              "stage": scores(manifest, noisy, {issue["item"] for issue in result["label_issues"]}),
+              "judge": result["judge"], "network_epochs": config["epochs"], "network_model": config["model"]["arch"],
+              "network_test_accuracy_vs_given": round(result["accuracy"], 4),
+              "suggested_right": sum(truth.get(i["item"]) == i["suggested"] for i in result["label_issues"]
+                                     if i["item"] in noisy),
+              "seconds": {"crawl_annotate_snapshot": round(prepared - started, 1),
+                          "pixel_svm_search": round(searched - prepared, 1), "train": round(trained - searched, 1),
+                          "evaluate_with_search": round(evaluated - trained, 1)}}
+    if args.json:
+        print(json.dumps(report))
+        return report
+    print(f"{args.project}: items {report['items']}, wrong caption labels {len(noisy)} "
+          f"({len(noisy) / len(manifest):.1%}); judge chosen by the stage: {report['judge']}")
+    for name in ("pixel_svm", "stage"):
+        print(f"{name}:")
+        for split, row in report[name].items():
+            print(f"  {split:5s}  items {row['items']:5d}  wrong {row['wrong']:4d}  suspects {row['suspects']:4d}  "
+                  f"precision {row['precision']}  recall {row['recall']}")
+    print(f"seconds: {report['seconds']}")
+    return report
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ def test_fsml_eval_grades_stores_and_queues_suspects(trained_store):
     suspects = {issue["item"] for issue in report["label_issues"]}
     assert len(suspects & wrong) >= 0.7 * len(suspects), "most suspects are the items whose weak label is wrong"
     assert len(suspects & wrong) >= 0.5 * len(wrong)
+    judge = report["judge"]  # a 2-epoch network is no match for the pixel SVM on digits: the SVM judges
+    assert judge["judge"] == "svm" and judge["valid_accuracy"]["svm"] >= judge["valid_accuracy"]["network"] - judge["margin"]
 
     engine = connect()
     with engine.connect() as conn:
@@ -148,13 +150,37 @@ def test_fsml_eval_grades_stores_and_queues_suspects(trained_store):
         stored = conn.execute(sa.select(sa.func.count()).where(predictions.c.evaluation_id == row["id"])).scalar()
         queued = conn.execute(sa.select(tasks.c.item_id, tasks.c.priority, tasks.c.reason)
                               .where(tasks.c.item_id.in_(suspects))).all()
-    assert row["dataset_version"] == report["dataset"] and stored == report["items"]
+    assert row["dataset_version"] == report["dataset"] and stored == report["items"] and row["meta"]["judge"] == judge
     assert row["metrics"]["accuracy"] == pytest.approx(report["accuracy"])
     assert {q.item_id for q in queued} == suspects
     assert all(q.priority == 100 and q.reason.startswith("suspected label error") for q in queued)
 
     _, frame = m.load_evaluation(engine, report["evaluation"])  # what the app reads
     assert frame["loss"].is_monotonic_decreasing and frame["suspect"].sum() == len(suspects & set(frame["item_id"]))
+
+
+@pytest.mark.slow
+def test_the_network_judges_when_the_pixel_svm_falls_behind_it(trained_store):
+    "Cross-validated networks: each training item judged by a network that never saw it, the rest by the graded one."
+    from fullstack_ml.datasets import read_manifest
+    from fullstack_ml.eval import _network_probabilities, label_judge, load_model
+    from fullstack_ml.store import connect, get_blob, open_files
+
+    _, run_id = trained_store
+    engine, store = connect(), open_files()
+    predictor = load_model(run_id, engine, store).predictor
+    manifest = read_manifest(None, engine, store).astype({"label": str})
+    # a margin of -1 puts the SVM behind any network: the rule then hands the judging to the network
+    probabilities, judge = label_judge(predictor, store, manifest, "digits", engine, margin=-1.0, network_epochs=1)
+    assert (judge["judge"], judge["folds"], judge["epochs"]) == ("network", 3, 1)
+    assert probabilities.shape == (len(manifest), 10) and np.allclose(probabilities.sum(1), 1)
+    train = (manifest["split"] == "train").to_numpy()
+    images = predictor.preprocessing.batch([get_blob(store, item) for item in manifest["item_id"]])
+    graded = _network_probabilities(predictor.model, images)
+    assert np.allclose(probabilities[~train], graded[~train])  # validation and test: the graded network's own
+    assert not np.allclose(probabilities[train], graded[train])  # training items: fold networks that never saw them
+    _, default = label_judge(predictor, store, manifest, "digits", engine)
+    assert default["judge"] == "svm"  # the default margin keeps the SVM on digits
 
 
 @pytest.mark.slow
