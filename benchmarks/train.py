@@ -20,7 +20,7 @@ import json
 import os
 import time
 
-CANDIDATES = {  # project -> candidate recipes (make_config overrides); the first is the project's own default
+CANDIDATES = {  # project -> candidate recipes (make_config overrides); digits: the first is the project's own default
     "digits": {
         "stretch and shift (default)": {},
         "stretch, shift, rotate ±10°, slant ±0.15": {"augment": {"rotate": 10.0, "shear": 0.15}},
@@ -32,7 +32,7 @@ CANDIDATES = {  # project -> candidate recipes (make_config overrides); the firs
         # resnet width 16 66.3%, the small CNN with crop 0.2 + jitter 67.5%. `--candidates 1` keeps the first.
         "small CNN at 32 px, width 16, flips": {"model": {"arch": "small_cnn", "width": 16, "input_size": 32},
                                                 "augment": {"crop": 0.0, "jitter": 0.0, "flip": 0.5}},
-        "resnet, width 16, flips": {"width": 16, "augment": {"crop": 0.0, "jitter": 0.0, "flip": 0.5}},
+        "resnet, width 16, flips (the project's recipe)": {},
     },
 }
 IMAGES = {"shapes": 6000}  # images per project when --images is not given (others: the project's N_IMAGES)
