@@ -436,22 +436,27 @@ def run_train(
     "Run the benchmark (bundled projects) while training on a dataset version; return both summaries."
     from concurrent.futures import ThreadPoolExecutor
 
-    from fullstack_ml.benchmark import benchmark_table, plot_benchmark_errors, run_benchmark
+    from fullstack_ml.benchmark import benchmark_table, plot_benchmark_errors, run_benchmark, seed_workers
 
     engine = connect()
     project = get_project(engine, resolve_version(dataset, engine)["project"] if dataset else project)
     model = {"width": width} if width else {}
     result, benchmark = {}, None
-    if benchmark_seeds and project.name in bundled_projects():  # its seeds train in processes of their own
+    if benchmark_seeds and project.name in bundled_projects():
         overrides = {"epochs": benchmark_epochs} if benchmark_epochs else {}
-        with ThreadPoolExecutor(1) as background:  # leaving the block waits for it; the thread only waits
-            benchmark = background.submit(run_benchmark, project, tuple(benchmark_seeds), engine=engine,
-                                          progress=False, n=benchmark_images, model=model, **overrides)
-            summary = _train_in_front(engine, project, dataset, seed, model, epochs, show, threads=1)
+        arguments = dict(engine=engine, n=benchmark_images, model=model, **overrides)
+        if seed_workers(benchmark_seeds) > 1:  # its seeds train in processes of their own, beside ours
+            with ThreadPoolExecutor(1) as background:  # leaving the block waits for it; the thread only waits
+                benchmark = background.submit(run_benchmark, project, tuple(benchmark_seeds), progress=False,
+                                              **arguments)
+                summary = _train_in_front(engine, project, dataset, seed, model, epochs, show, threads=1)
+        else:  # in this process, before ours: two trainings in one process would share torch's random numbers
+            benchmark = run_benchmark(project, tuple(benchmark_seeds), progress=show, **arguments)
+            summary = _train_in_front(engine, project, dataset, seed, model, epochs, show)
     else:
         summary = _train_in_front(engine, project, dataset, seed, model, epochs, show)
     if benchmark is not None:
-        result["benchmark"] = benchmark.result()
+        result["benchmark"] = benchmark if isinstance(benchmark, dict) else benchmark.result()
         if show:
             import matplotlib.pyplot as plt
             from IPython.display import display

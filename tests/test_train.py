@@ -133,3 +133,20 @@ def test_a_checkpoint_round_trips_and_a_pickle_with_code_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         _load_checkpoint(store, "evil")
     assert not marker.exists()  # the payload never ran
+
+
+def test_the_benchmark_runs_beside_training_and_both_give_their_numbers_alone(fsml_home):
+    "run_train trains the benchmark's seeds in processes of their own while ours trains here: no shared random state."
+    from fullstack_ml.benchmark import run_benchmark
+    from fullstack_ml.train import run_train
+
+    version = make_dataset()
+    beside = run_train("digits", benchmark_seeds=[0, 1], benchmark_epochs=1, benchmark_images=200, epochs=2, width=4,
+                       show=False)
+    torch.set_num_threads(1)  # as the workers, and as our training beside them
+    alone = run_benchmark("digits", (0, 1), n=200, epochs=1, model={"width": 4}, workers=1, progress=False)
+    assert [s["errors"] for s in beside["benchmark"]["seeds"]] == [s["errors"] for s in alone["seeds"]]
+    again = train(version, make_config(DIGITS, seed=0, epochs=2, model={"width": 4}), progress=False, threads=1)
+    history = get_run(connect(), beside["train"]["run_id"])["metrics"]["history"]
+    assert [e["valid_loss"] for e in history] == [e["valid_loss"] for e in again["history"]]
+    assert get_run(connect(), beside["benchmark"]["run_id"])["status"] == "done"
