@@ -7,13 +7,14 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/pipeline.html.md"""
 # %% auto #0
 __all__ = ['STAGES', 'URL_WITH_PASSWORD', 'notebooks_dir', 'select_stages', 'load_profile', 'with_project', 'apply_overrides',
            'save_result', 'mask_passwords', 'render_notebook', 'html_page', 'write_report', 'StageFailed',
-           'cells_seconds', 'timings', 'run_pipeline']
+           'cells_seconds', 'children_cpu_seconds', 'timings', 'run_pipeline']
 
 # %% ../nbs/core/pipeline.ipynb #78659546
 import html
 import json
 import os
 import re
+import resource
 import string
 import sys
 import time
@@ -189,11 +190,18 @@ def cells_seconds(notebook_path: Path) -> float:
     return sum(cell.get("metadata", {}).get("papermill", {}).get("duration") or 0.0 for cell in cells)
 
 
-def _end_stage(entry: dict, run_dir: Path, **values) -> dict:
-    "Mark a stage ended: its wall seconds, and the share spent outside its cells (kernel start and stop)."
+def children_cpu_seconds() -> float:
+    "CPU seconds (user + system) of this process's finished children: the stage kernels and what they started."
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _end_stage(entry: dict, run_dir: Path, cpu_before: float, **values) -> dict:
+    "Mark a stage ended: its wall seconds, the share outside its cells, and the CPU seconds its kernel used."
     entry.update(values, ended_at=time.time())
     entry["elapsed_s"] = round(entry["ended_at"] - entry["started_at"], 2)
     entry["kernel_s"] = round(entry["elapsed_s"] - cells_seconds(run_dir / entry["notebook"]), 2)
+    entry["cpu_s"] = round(children_cpu_seconds() - cpu_before, 2)  # the same on a busy machine as on an idle one
     return entry
 
 
@@ -267,17 +275,19 @@ def run_pipeline(
         entry = dict(stage=name, notebook=notebook, parameters=params.get(name, {}), status="running",
                      started_at=time.time())
         record["stages"].append(entry)
+        cpu_before = children_cpu_seconds()
         _write_json(run_dir / "run.json", record)
         try:
             result = _run_stage(notebooks, notebook, run_dir, params.get(name, {}), run_dir / f"{name}.result.json")
         except Exception as error:  # papermill's own error names the cell; anything else is the kernel's
-            _end_stage(entry, run_dir, status="failed", error=_failure_message(name, notebook, error))
+            _end_stage(entry, run_dir, cpu_before, status="failed", error=_failure_message(name, notebook, error))
             _end_run(record, run_dir, "failed", renderer, pages)
             raise StageFailed(entry["error"] + f"; report: {run_dir / 'index.html'}") from None
-        _end_stage(entry, run_dir, status="done", result=result)
+        _end_stage(entry, run_dir, cpu_before, status="done", result=result)
         pages[notebook] = renderer.submit(render_notebook, run_dir / notebook, (run_dir / notebook).with_suffix(".html"))
         if progress:
-            bar.write(f"{name}: {entry['elapsed_s']:.1f} s ({entry['kernel_s']:.1f} s outside its cells)", file=sys.stderr)
+            bar.write(f"{name}: {entry['elapsed_s']:.1f} s ({entry['kernel_s']:.1f} s outside its cells, "
+                      f"{entry['cpu_s']:.1f} CPU s)", file=sys.stderr)
         _write_json(run_dir / "run.json", record)
     _end_run(record, run_dir, "done", renderer, pages)
     if progress:
