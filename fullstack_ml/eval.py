@@ -22,7 +22,8 @@ from . import registry
 from .annotate import Priority, enqueue
 from .cli import emit
 from .datasets import read_manifest, resolve_version
-from .metrics import (dataset_project, find_label_issues, load_evaluation, out_of_sample_probabilities,
+from .metrics import (dataset_project, find_label_issues, fit_predict_probabilities, load_evaluation,
+                                  out_of_sample_probabilities,
                                   plot_confidence_histogram, plot_confusion, plot_reliability, record_evaluation)
 from .images import decode_image
 from .project import get_project, list_projects, project_option
@@ -130,19 +131,21 @@ def label_judge(predictor, store, manifest: pd.DataFrame, project: str, engine=N
     "Out-of-sample probabilities from the judge that works for the project (pixel SVM or network), and why."
     images = predictor.preprocessing.batch([get_blob(store, item) for item in manifest["item_id"]])  # (n, c, s, s)
     given = np.array(manifest["label"].map({c: i for i, c in enumerate(predictor.labels)}), dtype=np.int64)
-    svm = svm_probabilities(manifest, images.flatten(1).numpy(), given, len(predictor.labels), folds, seed)
-    valid = (manifest["split"] == "valid").to_numpy()  # the choice looks at validation items only, never test
-    if not valid.any():
-        return svm, {"judge": "svm", "reason": "no validation items to compare the judges on"}
-    accuracy = {"svm": float((svm[valid].argmax(1) == given[valid]).mean()),
+    features, classes = images.flatten(1).numpy(), len(predictor.labels)
+    split = manifest["split"].to_numpy()
+    train, valid = split == "train", split == "valid"  # fresh arrays: torch indexes with them
+    if not valid.any():  # the choice looks at validation items only, never test
+        return svm_probabilities(manifest, features, given, classes, folds, seed), \
+            {"judge": "svm", "reason": "no validation items to compare the judges on"}
+    svm_valid = fit_predict_probabilities(features[train], given[train], features[valid], classes, seed)  # one fit
+    accuracy = {"svm": float((svm_valid.argmax(1) == given[valid]).mean()),
                 "network": float((_network_probabilities(predictor.model, images[valid]).argmax(1)
                                   == given[valid]).mean())}
     record = {"valid_accuracy": {k: round(v, 4) for k, v in accuracy.items()}, "margin": margin}
-    if accuracy["svm"] >= accuracy["network"] - margin:
-        return svm, {"judge": "svm", **record}
+    if accuracy["svm"] >= accuracy["network"] - margin:  # only now the SVM's cross-validation: it judges
+        return svm_probabilities(manifest, features, given, classes, folds, seed), {"judge": "svm", **record}
     config = make_config(project, engine, model=predictor.config["model"])  # the recipe, the graded architecture
     config["epochs"] = min(config["epochs"], network_epochs)
-    train = (manifest["split"] == "train").to_numpy()
     return network_probabilities(predictor, images, given, train, config, network_folds, seed), \
         {"judge": "network", **record, "folds": network_folds, "epochs": config["epochs"]}
 

@@ -7,9 +7,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/metrics.html.md"""
 # %% auto #0
 __all__ = ['PROBABILITY_MODELS', 'confusion', 'per_class_metrics', 'accuracy', 'reliability', 'expected_calibration_error',
            'plot_confusion', 'plot_reliability', 'plot_confidence_histogram', 'mcnemar', 'bootstrap_difference',
-           'compare', 'class_thresholds', 'confident_joint', 'find_label_issues', 'out_of_sample_probabilities',
-           'summarize', 'record_evaluation', 'list_evaluations', 'load_evaluation', 'compare_evaluations',
-           'dataset_project']
+           'compare', 'class_thresholds', 'confident_joint', 'find_label_issues', 'fit_predict_probabilities',
+           'out_of_sample_probabilities', 'summarize', 'record_evaluation', 'list_evaluations', 'load_evaluation',
+           'compare_evaluations', 'dataset_project']
 
 # %% ../nbs/06a_metrics.ipynb #344b98a1
 import math
@@ -213,7 +213,8 @@ def _probability_model(seed: int, kind: str = "svm"):
         return CalibratedClassifierCV(SVC(gamma="scale", random_state=seed), ensemble=False, cv=3)
 
 
-def _fit_predict(train_x, train_y, other_x, classes: int, seed: int, kind: str = "svm") -> np.ndarray:
+def fit_predict_probabilities(train_x, train_y, other_x, classes: int, seed: int = 0, kind: str = "svm") -> np.ndarray:
+    "Probabilities (items, classes) for `other_x` from the classical model `kind` fitted on the training items."
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.9 deprecates `probability`, keeps it to 1.11
@@ -235,8 +236,8 @@ def out_of_sample_probabilities(train_x, train_y, other_x=None, classes: int | N
     train_p = np.zeros((len(train_y), classes))
     splitter = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
     for fit, held in splitter.split(train_x, train_y):
-        train_p[held] = _fit_predict(train_x[fit], train_y[fit], train_x[held], classes, seed, model)
-    other_p = None if other_x is None or not len(other_x) else _fit_predict(train_x, train_y, other_x, classes, seed,
+        train_p[held] = fit_predict_probabilities(train_x[fit], train_y[fit], train_x[held], classes, seed, model)
+    other_p = None if other_x is None or not len(other_x) else fit_predict_probabilities(train_x, train_y, other_x, classes, seed,
                                                                            model)
     return train_p, other_p
 
