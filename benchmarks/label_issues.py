@@ -8,7 +8,8 @@ comparison, the pixel SVM's search alone (the judge before the choice existed) i
 A suspect is right when its caption label differs from the gallery's truth (`gallery_truth()`, read only here).
 Prints precision and recall (target: both >= 0.8), overall and per split, for both searches.
 
-    python benchmarks/label_issues.py [--project digits|shapes] [--images N] [--epochs N] [--folds 5] [--json]
+    python benchmarks/label_issues.py [--project digits|shapes] [--images N] [--epochs N] [--recipe JSON]
+                                      [--no-pixel-svm] [--folds 5] [--json]
 """
 import argparse
 import json
@@ -35,6 +36,8 @@ def main():
     parser.add_argument("--project", default="digits", help="bundled project whose gallery is crawled")
     parser.add_argument("--images", type=int, default=None, help="gallery size (default: the project's N_IMAGES)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the trained network (default: the recipe's)")
+    parser.add_argument("--recipe", default="{}", help='training overrides as JSON, e.g. \'{"width": 8}\'')
+    parser.add_argument("--no-pixel-svm", action="store_true", help="skip the pixel SVM's search on its own")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -62,10 +65,13 @@ def main():
         version = snapshot(engine, store, args.project, allow_unlabeled=True)
         manifest = read_manifest(version, engine, store).astype({"label": str})
         prepared = time.perf_counter()
-        features = image_features(store, manifest["item_id"].tolist(), Preprocessing.from_spec(project.image))
-        pixel_issues = dataset_label_issues(manifest, features, project.label_names, folds=args.folds)
+        pixel_issues = None
+        if not args.no_pixel_svm:
+            features = image_features(store, manifest["item_id"].tolist(), Preprocessing.from_spec(project.image))
+            pixel_issues = dataset_label_issues(manifest, features, project.label_names, folds=args.folds)
         searched = time.perf_counter()
-        config = make_config(args.project, engine, **({"epochs": args.epochs} if args.epochs else {}))
+        config = make_config(args.project, engine, **json.loads(args.recipe),
+                             **({"epochs": args.epochs} if args.epochs else {}))
         run = train(version, config, progress=False)
         trained = time.perf_counter()
         result = evaluate(run["run_id"], version, queue=False, folds=args.folds)
@@ -76,7 +82,7 @@ def main():
     manifest = manifest[manifest["true"].notna()]
     noisy = set(manifest.loc[manifest["label"] != manifest["true"], "item_id"])
     report = {"project": args.project, "items": len(manifest), "wrong": len(noisy), "folds": args.folds,
-              "pixel_svm": scores(manifest, noisy, {issue["item"] for issue in pixel_issues}),
+              "pixel_svm": scores(manifest, noisy, {i["item"] for i in pixel_issues}) if pixel_issues is not None else None,
               "stage": scores(manifest, noisy, {issue["item"] for issue in result["label_issues"]}),
               "judge": result["judge"], "network_epochs": config["epochs"], "network_model": config["model"]["arch"],
               "network_test_accuracy_vs_given": round(result["accuracy"], 4),
@@ -90,7 +96,7 @@ def main():
         return report
     print(f"{args.project}: items {report['items']}, wrong caption labels {len(noisy)} "
           f"({len(noisy) / len(manifest):.1%}); judge chosen by the stage: {report['judge']}")
-    for name in ("pixel_svm", "stage"):
+    for name in ("pixel_svm", "stage") if pixel_issues is not None else ("stage",):
         print(f"{name}:")
         for split, row in report[name].items():
             print(f"  {split:5s}  items {row['items']:5d}  wrong {row['wrong']:4d}  suspects {row['suspects']:4d}  "
