@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, fsml
 from fullstack_ml.pipeline import STAGES, StageFailed, run_pipeline
 
 FIXTURES = REPO / "nbs" / "fixtures" / "pipeline"
+PROFILES = ", ".join(sorted(yaml.safe_load((REPO / "nbs" / "pipeline.yml").read_text())["profiles"]))
 
 
 def test_parameters_are_injected_and_results_recorded(fsml_home, tmp_path):
@@ -117,7 +119,7 @@ def test_each_run_writes_an_html_report_with_its_plots(fsml_home):
 
 
 @pytest.mark.parametrize("args, env, expected", [
-    (["pipeline", "--profile", "nope"], {}, "unknown profile 'nope'; expected one of: default, shapes, shapes_smoke, smoke"),
+    (["pipeline", "--profile", "nope"], {}, f"unknown profile 'nope'; expected one of: {PROFILES}"),
     (["pipeline", "--set", "collect.max_pages"], {}, "expected STAGE.KEY=VALUE"),
     (["pipeline", "--set", "nope.x=1"], {}, "unknown stage 'nope'"),
     (["pipeline", "--config", "/nonexistent.yml"], {}, "does not exist"),
