@@ -165,8 +165,10 @@ function render({ model, el: host }) {
       e.preventDefault(); filter.focus(); if (key !== '/') { filter.value += key; chosen = 0; showMatches(); } }
   };
   document.addEventListener('keydown', onKey);
-  const beat = setInterval(() => model.send({ type: 'heartbeat', current: current ? current.id : null }),
-                           model.get('heartbeat_ms'));
+  const beat = setInterval(() => {  // still "loading…" a heartbeat later: ask again (a first batch lost under load)
+    if (!current && !exhausted && queue.length === 0) model.send({ type: 'ready' });
+    else model.send({ type: 'heartbeat', current: current ? current.id : null });
+  }, model.get('heartbeat_ms'));
   model.send({ type: 'ready' });
   return () => { document.removeEventListener('keydown', onKey); clearInterval(beat); };
 }
