@@ -6,8 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/pipeline.html.md"""
 
 # %% auto #0
 __all__ = ['STAGES', 'URL_WITH_PASSWORD', 'notebooks_dir', 'select_stages', 'load_profile', 'with_project', 'apply_overrides',
-           'save_result', 'mask_passwords', 'render_notebook', 'html_page', 'write_report', 'StageFailed',
-           'cells_seconds', 'children_cpu_seconds', 'timings', 'run_pipeline']
+           'profile_stages', 'stages_to_run', 'save_result', 'mask_passwords', 'render_notebook', 'html_page',
+           'write_report', 'StageFailed', 'cells_seconds', 'children_cpu_seconds', 'timings', 'run_pipeline']
 
 # %% ../nbs/core/pipeline.ipynb #78659546
 import html
@@ -65,8 +65,8 @@ def select_stages(
     return todo
 
 # %% ../nbs/core/pipeline.ipynb #ca89733d
-def load_profile(profile: str = "default", config_path: str | Path | None = None) -> dict:
-    "Parameters per stage for `profile`, from the bundled `pipeline.yml` and an optional user config."
+def _profile(profile: str, config_path: str | Path | None) -> dict:
+    "The mapping `profile` names in the bundled `pipeline.yml` or the user's config (which wins)."
     profiles = yaml.safe_load((notebooks_dir() / "pipeline.yml").read_text())["profiles"]
     if config_path:
         path = Path(config_path)
@@ -78,7 +78,13 @@ def load_profile(profile: str = "default", config_path: str | Path | None = None
         profiles.update(user["profiles"])
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; expected one of: {', '.join(sorted(profiles))}")
-    chosen = dict(profiles[profile] or {})
+    return dict(profiles[profile] or {})
+
+
+def load_profile(profile: str = "default", config_path: str | Path | None = None) -> dict:
+    "Parameters per stage for `profile`, from the bundled `pipeline.yml` and an optional user config."
+    chosen = _profile(profile, config_path)
+    chosen.pop("stages", None)  # which stages run, not a stage's parameters: `profile_stages`
     project = chosen.pop("project", None)  # the profile's project, handed to every stage
     params = {stage: dict(params or {}) for stage, params in chosen.items()}
     return with_project(params, project) if project else params
@@ -103,6 +109,38 @@ def apply_overrides(params: dict, overrides: list[str]) -> dict:
             raise ValueError(f"override {text!r} names unknown stage {stage!r}; expected one of: {', '.join(known)}")
         params.setdefault(stage, {})[key] = yaml.safe_load(value) if value else ""
     return params
+
+# %% ../nbs/core/pipeline.ipynb #e7dd8cfa
+def profile_stages(profile: str = "default", config_path: str | Path | None = None) -> list[str] | None:
+    "The stages `profile` runs (its `stages:` list, in `STAGES`' order); None when it runs them all."
+    listed = _profile(profile, config_path).get("stages")
+    if listed is None:
+        return None
+    known = [name for name, _ in STAGES]
+    if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+        raise ValueError(f"profile {profile!r} has stages: {listed!r}; expected a list of stage names, "
+                         f"e.g. [{', '.join(known[1:])}]")
+    unknown = sorted(set(listed) - set(known))
+    if unknown:
+        raise ValueError(f"profile {profile!r} lists unknown stage(s) {', '.join(unknown)} under stages:; "
+                         f"expected some of: {', '.join(known)}")
+    return [name for name in known if name in listed]
+
+
+def stages_to_run(
+    stages: list[str] | None,  # the command line's --stages: it wins
+    listed: list[str] | None,  # the profile's `stages:` (None: every stage)
+    project: str | None = None,  # the run's project: one of yours (not bundled) was imported, not crawled
+    stage_list: list[tuple[str, str]] = STAGES,  # (stage, notebook) in order
+) -> list[str] | None:
+    "The stage names a run executes (None: all of `stage_list`): --stages, else the profile's list."
+    from fullstack_ml.project import bundled_projects
+
+    if stages is not None:
+        return stages
+    if project and project not in bundled_projects():  # yours came in by import, not a crawl
+        return [name for name, _ in stage_list if name != "collect" and (listed is None or name in listed)]
+    return listed
 
 # %% ../nbs/core/pipeline.ipynb #fb20a459
 def save_result(result: dict) -> dict:
@@ -235,7 +273,7 @@ def run_pipeline(
     profile: str = "default",  # a profile of pipeline.yml (or of `config_path`)
     config_path: str | Path | None = None,  # a YAML file with more profiles
     overrides: list[str] = (),  # `stage.key=value` parameter overrides
-    stages: list[str] | None = None,  # run only these stages (default: every stage)
+    stages: list[str] | None = None,  # run only these stages (default: the profile's `stages:`, else every stage)
     notebooks: Path | None = None,  # where the stage notebooks are (tests use fixtures)
     stage_list: list[tuple[str, str]] = STAGES,  # (stage, notebook) in order
     progress: bool = True,  # show a progress bar on stderr
@@ -251,8 +289,7 @@ def run_pipeline(
     params = apply_overrides(load_profile(profile, config_path), list(overrides))
     params = with_project(params, project) if project else params
     project = next((p["project"] for p in params.values() if p.get("project")), None)
-    if project and stages is None and project not in bundled_projects():  # yours came in by import, not a crawl
-        stages = [name for name, _ in stage_list if name != "collect"]
+    stages = stages_to_run(stages, profile_stages(profile, config_path), project, stage_list)
     notebooks = Path(notebooks or notebooks_dir())
     todo = select_stages(stages, notebooks, stage_list)
     settings = get_settings()

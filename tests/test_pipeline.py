@@ -163,3 +163,30 @@ def test_environment_variables_are_read_only_in_settings():
                  for path in sorted((REPO / "fullstack_ml").glob("*.py")) if path.name not in ("settings.py", "_modidx.py")
                  for number, line in enumerate(path.read_text().splitlines(), start=1) if reads.search(line)]
     assert not offenders, "read environment variables through fullstack_ml.settings:\n" + "\n".join(offenders)
+
+
+def test_a_profile_runs_the_stages_it_lists_and_stages_on_the_command_line_win(fsml_home, tmp_path):
+    config = tmp_path / "listed.yml"
+    config.write_text("profiles:\n  listed:\n    stages: [train]\n    train: {n: 4}\n")
+    stage_list = [("collect", "fails.ipynb"), ("train", "ok.ipynb")]  # collect would fail the run if it ran
+    run = run_pipeline("listed", config_path=config, notebooks=FIXTURES, stage_list=stage_list, progress=False)
+    assert [(s["stage"], s["result"]) for s in run["stages"]] == [("train", {"n_squared": 16})]
+    stage_list = [("collect", "ok.ipynb"), ("train", "fails.ipynb")]
+    run = run_pipeline("listed", config_path=config, notebooks=FIXTURES, stage_list=stage_list, progress=False,
+                       stages=["collect"])
+    assert [s["stage"] for s in run["stages"]] == ["collect"]
+    config.write_text("profiles:\n  typo:\n    stages: [collect, trian]\n")
+    with pytest.raises(ValueError, match=r"profile 'typo' lists unknown stage\(s\) trian under stages:"):
+        run_pipeline("typo", config_path=config, notebooks=FIXTURES, progress=False)
+
+
+def test_one_cycle_trains_once_and_the_other_profiles_run_every_stage():
+    from fullstack_ml.pipeline import load_profile, profile_stages, stages_to_run, with_project
+
+    every = [name for name, _ in STAGES]
+    for profile in ("default", "smoke", "shapes", "shapes_smoke"):
+        assert stages_to_run(None, profile_stages(profile), load_profile(profile)["train"]["project"]) is None
+    cycle = stages_to_run(None, profile_stages("cycle"), "digits")
+    assert cycle == [name for name in every if name != "train"]  # the serve stage's retrain is the one training
+    assert load_profile("cycle")["serve"]["retrain"] is True
+    assert with_project(load_profile("cycle"), "shapes")["serve"] == {"retrain": True, "project": "shapes"}
