@@ -416,6 +416,7 @@ def run_serve(
     max_delay_ms: float = 5,  # worker: wait at most this long to fill a batch
     name: str | None = None,  # model name in the registry (default: the newest run's project)
     retrain: bool = False,  # first retrain on trusted labels behind the gate (the cycle profile; chapter 7e)
+    project: str | None = None,  # the project to retrain (None: `name`'s, else the store's only one)
 ) -> dict:
     "Publish the newest run, promote it if better, serve it, send the test images through HTTP."
     import numpy as np
@@ -423,7 +424,7 @@ def run_serve(
     if retrain:  # snapshot, train without flagged items, publish, gate; a model's name is its project's
         from fullstack_ml.gate import retrain as retrain_behind_gate
 
-        release = retrain_behind_gate(name, progress=False)
+        release = retrain_behind_gate(project or name, progress=False)
     else:
         release = publish_if_better(name)
     production = registry.load(release["production"])

@@ -120,20 +120,26 @@ def test_fsml_retrain_rollback_and_decisions_from_the_command_line(fsml_home):
     assert refused.returncode != 0 and "no earlier version" in refused.stderr
 
 
-def test_the_cycle_profile_retrains_behind_the_gate_in_the_serve_stage(digits_home):
+def test_the_cycle_profile_trains_once_in_the_serve_stage_on_the_profiles_project(digits_home):
     import nbformat
 
     from fullstack_ml import gate
-    from fullstack_ml.pipeline import load_profile, notebooks_dir
+    from fullstack_ml.annotate import ensure_project
+    from fullstack_ml.pipeline import load_profile, notebooks_dir, profile_stages, stages_to_run
     from fullstack_ml.serve import run_serve
 
     serve = load_profile("cycle")["serve"]
-    assert serve["retrain"] is True and load_profile("cycle")["train"]["benchmark_seeds"] == []
+    assert serve == {"retrain": True, "project": "digits"}  # the stage is told its project
+    planned = stages_to_run(None, profile_stages("cycle"), "digits")
+    assert "train" not in planned and planned[-1] == "serve", planned  # the serve stage's retrain is the one training
     cells = nbformat.read(notebooks_dir() / "07_serve.ipynb", as_version=4).cells
     parameters = next(cell.source for cell in cells if "parameters" in cell.metadata.get("tags", []))
-    assert "retrain: bool = False" in parameters  # papermill hands the profile's value to this name
+    assert "retrain: bool = False" in parameters and "project: str | None = None" in parameters  # papermill's names
+    run_cell = next(cell.source for cell in cells if "save_result(run_serve(" in cell.source)
+    assert "project=project" in run_cell, run_cell
     engine, _, _, flagged = digits_home
-    result = run_serve(n_requests=8, concurrency=2, batch_size=4, retrain=True)  # the project's own training defaults
+    ensure_project(engine, "shapes")  # a second project: the store's "only project" no longer exists
+    result = run_serve(n_requests=8, concurrency=2, batch_size=4, retrain=True, project="digits")  # its own defaults
     assert result["promoted"] and result["production"] == "digits@2" and result["excluded"] == len(flagged)
     assert result["ok"] == 8 and result["served_by"] == ["digits@2"] and result["p_value"] < gate.GATE.alpha
     assert gate.decisions(engine)[0]["id"] == result["decision"]
