@@ -113,8 +113,8 @@ class JobQueue:
         try:
             yield
         finally:
-            stop.set()
-            beating.join()
+            stop.set()  # no join: waiting for the thread to wake would add a context switch to every batch,
+            # and a renew still in flight is harmless (it is fenced: a finished job's lease is not renewed)
 
     def complete(self, job: Job, result: dict) -> bool:
         "Store `job`'s result and acknowledge it; False when this delivery no longer holds it or it was done."

@@ -28,10 +28,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, auth, registry
-from .door import BadInput, Gate, check_access, check_upload, error_response, read_image_body
+from .door import BadInput, Gate, check_access, check_upload, error_response, read_image_body, refusal_of
 from .images import ImageLimits
 from .lineage import UnknownRef, lineage
-from .queue import QueueFull, open_queue
+from .queue import QueueFull, new_job_id, open_queue
 from .settings import check_listen, child_env, get_settings
 from .store import connect
 from .worker import production_models, worker_command
@@ -44,30 +44,49 @@ class ResultWaiter:
         self.queue, self.poll_s, self.waiting, self.task = queue, poll_s, {}, None
         self.cursor = queue.results_cursor()  # every job put from now on finishes after this point
 
-    async def wait(self, job_id: str, timeout_s: float) -> dict | None:
-        "The job's result, or None if it is not done within `timeout_s`."
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[job_id] = future
+    def expect(self, job_id: str) -> None:
+        "Register a job before it is put: its result cannot pass unseen, so `wait` needs no first look."
+        self.waiting[job_id] = asyncio.get_running_loop().create_future()
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._poll())
+
+    async def wait(self, job_id: str, timeout_s: float) -> dict | None:
+        "The job's result, or None if it is not done within `timeout_s`."
+        expected = job_id in self.waiting
+        if not expected:
+            self.expect(job_id)
+        future = self.waiting[job_id]
         try:
-            early = await run_in_threadpool(self.queue.results, [job_id])  # finished before it was registered
-            if early:
-                return early[job_id]
+            if not expected:  # put before it was registered: it may have finished already
+                early = await run_in_threadpool(self.queue.results, [job_id])
+                if early:
+                    return early[job_id]
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
             return None
         finally:
             self.waiting.pop(job_id, None)
 
+    def _read(self, wanted: set) -> dict:
+        "In a thread: results of `wanted` jobs finished since the cursor, waiting a little for one."
+        if getattr(self.queue, "blocking_reads", False):  # Redis: the read returns when a job finishes
+            self.cursor, found = self.queue.finished_since(self.cursor, wanted, 100)
+            return found
+        self.cursor, found = self.queue.finished_since(self.cursor, wanted)
+        if found:
+            return found
+        if hasattr(self.queue, "wait_finished"):  # SQLite: sleep until a worker says a job finished
+            self.queue.wait_finished(0.02)
+        else:
+            time.sleep(self.poll_s)
+        self.cursor, found = self.queue.finished_since(self.cursor, wanted)
+        return found
+
     async def _poll(self) -> None:
         while self.waiting:
             wanted = set(self.waiting)
             try:
-                if getattr(self.queue, "blocking_reads", False):  # Redis: the read returns when a job finishes
-                    self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, wanted, 100)
-                else:
-                    self.cursor, found = await run_in_threadpool(self.queue.finished_since, self.cursor, wanted)
+                found = await run_in_threadpool(self._read, wanted)
                 late = set(self.waiting) - wanted  # registered while the log was read: it may have read past them
                 if late:
                     found.update(await run_in_threadpool(self.queue.results, list(late)))
@@ -79,10 +98,6 @@ class ResultWaiter:
                 future = self.waiting.get(job_id)
                 if future is not None and not future.done():
                     future.set_result(result)
-            if hasattr(self.queue, "wait_finished"):  # SQLite: sleep until a worker says a job finished
-                await run_in_threadpool(self.queue.wait_finished, 0.02)
-            elif not getattr(self.queue, "blocking_reads", False):
-                await asyncio.sleep(self.poll_s)
 
 # %% ../nbs/07_serve.ipynb #b35ba83c
 def make_metrics() -> dict:
@@ -189,27 +204,31 @@ def add_routes(app, queue, waiter, metrics, models: ModelNames, wait_s, limits) 
     async def predict(request: Request, model: str | None = None):
         start = time.perf_counter()
         data = await read_image_body(request, limits.max_bytes)
+        job_id = new_job_id()
 
-        def accept() -> str:  # in a thread: the registry read, decoding and the queue write block
+        def accept() -> str:  # in a thread: the registry read, the header check and the queue write block
             name = models.pick(model)
-            facts = check_upload(data, limits)
+            facts = check_upload(data, limits)  # the header only: the worker decodes, once
             return queue.put(data, {"format": facts["format"], "size": [facts["width"], facts["height"]],
-                                    "model": name})
+                                    "model": name}, job_id)
 
+        waiter.expect(job_id)  # before the put: its result cannot pass unseen
         try:
-            job_id = await run_in_threadpool(accept)
-        except BadInput:
-            raise
-        except QueueFull as error:  # the workers are behind: say when to come back rather than pile up work
-            return error_response(503, "queue_full", str(error), headers={"Retry-After": str(RETRY_AFTER_S)})
-        except Exception as error:  # the queue is down: say so, and the client may retry
-            return error_response(503, "queue_unavailable", f"the job queue cannot be reached "
+            await run_in_threadpool(accept)
+        except BaseException as error:
+            waiter.waiting.pop(job_id, None)  # no job was put: nothing to wait for
+            if isinstance(error, BadInput) or not isinstance(error, Exception):
+                raise
+            if isinstance(error, QueueFull):  # the workers are behind: say when to come back rather than pile up
+                return error_response(503, "queue_full", str(error), headers={"Retry-After": str(RETRY_AFTER_S)})
+            return error_response(503, "queue_unavailable", f"the job queue cannot be reached "  # the client may retry
                                   f"({type(error).__name__}); try again shortly")
         result = await waiter.wait(job_id, wait_s)
         if result is None:
             return JSONResponse({"job_id": job_id, "status": "queued"}, status_code=202)
         if result.get("failed"):
-            return error_response(422, "job_failed", result["error"], job_id=job_id)
+            refused = refusal_of(result["error"])  # a worker refused the image: the door's 4xx, or 422 job_failed
+            return error_response(refused.status, refused.code, refused.message, refused.reason, job_id=job_id)
         for key, histogram in (("queue_ms", "queue_wait"), ("inference_ms", "inference")):
             metrics[histogram].observe(result.get(key, 0) / 1000)
         metrics["batch_size"].observe(result.get("batch_size", 1))
