@@ -258,7 +258,9 @@ def _eligible(per_row_counts: bool = True) -> list:
     if per_row_counts:
         never_mine = [sa.select(sa.func.count()).where(*where).scalar_subquery() == 0 for where in (mine, own)]
     else:
-        never_mine = [~sa.exists().where(*where) for where in (mine, own)]
+        # OFFSET 0 keeps each a per-row probe of the item-id indexes: as an anti-join, PostgreSQL scans all of the
+        # annotator's history once per claim (a seq scan of `annotations` while statistics call it small)
+        never_mine = [~sa.select(1).where(*where).offset(0).exists() for where in (mine, own)]
     return [tasks.c.project == _project, *never_mine,
             _human_count(tasks.c.item_id) + _lease_count(tasks.c.item_id) < tasks.c.overlap]
 
@@ -268,13 +270,18 @@ _ORDER = (tasks.c.priority.desc(), tasks.c.rank.desc())  # walks the index ix_ta
 _SHARES = {False: [], True: [tasks.c.priority <= int(Priority.ROUTINE)]}  # explore: the unflagged rest, at random
 _CANDIDATES = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE, *where).order_by(*_ORDER)
                .limit(sa.bindparam("p_need")) for explore, where in _SHARES.items()}
-_CANDIDATES_LOCKED = {explore: query.with_for_update(skip_locked=True, of=tasks)
-                      for explore, query in _CANDIDATES.items()}
-_RECHECK = sa.select(tasks.c.item_id).where(*_ELIGIBLE, tasks.c.item_id.in_(sa.bindparam("p_ids", expanding=True))
+_ELIGIBLE_PG = _eligible(per_row_counts=False)  # NOT EXISTS: what PostgreSQL's planner estimates well
+_CANDIDATES_LOCKED = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE_PG, *where).order_by(*_ORDER)
+                      .limit(sa.bindparam("p_need")).with_for_update(skip_locked=True, of=tasks)
+                      for explore, where in _SHARES.items()}
+_RECHECK = sa.select(tasks.c.item_id).where(*_ELIGIBLE_PG, tasks.c.item_id.in_(sa.bindparam("p_ids", expanding=True))
                                             ).order_by(*_ORDER).limit(sa.bindparam("p_need"))
 _MY_LIVE_LEASES = [leases.c.project == _project, leases.c.annotator == _annotator, leases.c.expires_at > _at]
 _OWN_LEASES = sa.select(leases.c.item_id).where(*_MY_LIVE_LEASES).order_by(leases.c.created_at, leases.c.item_id)
 _RENEW = leases.update().where(*_MY_LIVE_LEASES).values(expires_at=sa.bindparam("p_until"))
+_RENEW_DUE = (leases.update()  # only leases past half their life: a lease row (and its index) rewritten once a minute,
+              .where(*_MY_LIVE_LEASES, leases.c.expires_at < sa.bindparam("p_renew_before"))  # not at every label
+              .values(expires_at=sa.bindparam("p_until")))
 
 
 @cache
@@ -286,15 +293,16 @@ def _upsert_lease(dialect: str):
                                                   "created_at": insert.excluded.created_at})
 
 # %% ../nbs/03_annotate.ipynb #c2c3fd90
-def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_s: float, explore: float) -> list:
-    "Claim inside an open write transaction (see `claim`)."
+def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_s: float, explore: float,
+           refill_below: int | None = None) -> list:
+    "Claim inside an open write transaction (see `claim`); with `refill_below`, only when fewer are held."
     at = now()
     params = {"p_project": project, "p_annotator": annotator, "p_at": at}
     held = _column(_run(conn, _OWN_LEASES, params))
     if held:
-        _run(conn, _RENEW, dict(params, p_until=at + lease_s))
+        _run(conn, _RENEW_DUE, dict(params, p_until=at + lease_s, p_renew_before=at + lease_s / 2))
     need = n - len(held)
-    if need <= 0:
+    if need <= 0 or len(held) >= (refill_below or n):
         return held
     fresh = []
     for explore_now in ([True, False] if random.random() < explore else [False]):  # the rest first, now and then
@@ -323,6 +331,10 @@ def claim(
 ) -> list:
     "Lease up to `n` items to `annotator`: their live leases first, then the queue's best; return the ids."
     annotator = _person(annotator)
+    if is_postgres(engine):  # the function of 03c with no label to submit: one round trip
+        from fullstack_ml.annotate_postgres import claim_postgres
+
+        return claim_postgres(engine, project, annotator, n, lease_s, random.random() < explore)
     with _queue_transaction(engine) as conn:
         return _claim(conn, engine, project, annotator, n, lease_s, explore)
 
@@ -440,18 +452,19 @@ def submit(
 
 def submit_and_claim(engine: Engine, project: str, item_id: str, annotator: str, label: str,
                      seconds: float | None = None, n: int = 1, lease_s: float = LEASE_S,
-                     explore: float = 0.1, meta: dict | None = None) -> tuple:
+                     explore: float = 0.1, meta: dict | None = None, refill_below: int | None = None) -> tuple:
     "Submit a label and top the annotator's leases back up to `n`, in one transaction: (annotation id, held ids)."
+    # refill_below (< n): search the queue only when fewer items are held, once per few labels, not per label
     annotator = _person(annotator)
     label = _check_label(engine, project, label)
     if is_postgres(engine):  # the same steps in one server-side function: one round trip (03c)
         from fullstack_ml.annotate_postgres import submit_and_claim_postgres
 
         return submit_and_claim_postgres(engine, project, item_id, annotator, label, seconds, n, lease_s,
-                                         random.random() < explore, meta)
+                                         random.random() < explore, meta, refill_below or n)
     with _queue_transaction(engine) as conn:
         annotation_id = _submit(conn, engine, project, item_id, annotator, label, seconds, meta)
-        return annotation_id, _claim(conn, engine, project, annotator, n, lease_s, explore)
+        return annotation_id, _claim(conn, engine, project, annotator, n, lease_s, explore, refill_below)
 
 
 def skip(engine: Engine, project: str, item_id: str, annotator: str, seconds: float | None = None) -> int:

@@ -177,6 +177,29 @@ def test_a_late_label_is_refused_and_history_is_append_only(db_url):
     assert rows == [["label", "4", True], ["undo", None, False], ["label", "6", False]]
 
 
+def test_refill_below_searches_the_queue_only_when_few_are_held_and_claims_renew_only_old_leases(db_url):
+    from fullstack_ml.store import leases
+
+    seed(db_url, 8, overlap=1)
+    engine = connect(db_url)
+    held = claim(engine, "digits", "ann", n=4)
+    sizes = []
+    for label in "1234":
+        _, held = submit_and_claim(engine, "digits", held[0], "ann", label, n=4, refill_below=2)
+        sizes.append(len(held))
+    assert sizes == [3, 2, 4, 3]  # no search while 2 or more are held; then topped back up to 4
+
+    def expiry():
+        with engine.connect() as conn:
+            return sorted(conn.execute(sa.select(leases.c.expires_at).where(leases.c.annotator == "ann")).scalars())
+
+    first = expiry()
+    claim(engine, "digits", "ann", n=3, lease_s=200)  # more than half of a 200 s lease left: not rewritten
+    assert expiry() == first
+    claim(engine, "digits", "ann", n=3, lease_s=10_000)  # less than half of the new lease left: renewed
+    assert min(expiry()) > max(first) + 5000
+
+
 def hold_a_lease(db_url: str, project: str, ready) -> None:
     "Claim one item with a short lease, say so, then hang until killed."
     forget_engines()
