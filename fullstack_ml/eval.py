@@ -29,7 +29,7 @@ from .images import decode_image
 from .project import get_project, list_projects, project_option
 from .model import build_model
 from .store import connect, dataset_versions, get_blob, open_files, runs
-from .train import fit, make_config
+from .train import fit, make_config, set_threads
 
 # %% ../nbs/06_eval.ipynb #7d800a19
 @dataclass(frozen=True)
@@ -190,6 +190,7 @@ def evaluate(model: str | None = None, dataset_version: str | None = None, split
              folds: int = EvalDefaults.folds, seed: int = EvalDefaults.seed, engine=None, store=None,
              project: str | None = None) -> dict:  # project: whose newest run and version, whose queue
     "Grade a model on a dataset version's split, find suspected label errors, store all, queue the suspects."
+    set_threads()  # torch on the free cores: two threads fighting a busy machine run tiny batches 8x slower
     engine, store = engine or connect(), store or open_files()
     model, dataset_version = project_defaults(engine, project, model, dataset_version)
     loaded = load_model(model, engine, store)

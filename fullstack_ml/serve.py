@@ -440,6 +440,9 @@ def run_serve(
     "Publish the newest run, promote it if better, serve it, send the test images through HTTP."
     import numpy as np
 
+    from fullstack_ml.train import set_threads
+
+    set_threads()  # the gate's and pre-labels' predictions on the free cores: 2 threads on a busy machine run 8x slower
     if retrain:  # snapshot, train without flagged items, publish, gate; a model's name is its project's
         from fullstack_ml.gate import retrain as retrain_behind_gate
 
