@@ -48,6 +48,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from _home import STORE_KEYS, throwaway_home  # benchmarks/_home.py: a fresh FSML_HOME per run
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 
 
@@ -307,10 +309,7 @@ def main() -> None:
     parser.add_argument("--skip-browser", action="store_true")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start (shared with other work)")
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["FSML_HOME"] = home
-        for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_TOKEN"):
-            os.environ.pop(key, None)
+    with throwaway_home((*STORE_KEYS, "FSML_TOKEN")) as home:
         if not args.skip_browser:
             paint = paint_latency(args.items)
             print(f"(a) key -> next image painted over {paint['items']} items: p50 {paint['p50_ms']} ms, "

@@ -24,11 +24,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from annotate import CHROMIUM_ARGS, free_port, kernel_rss_mb, make_items  # the one-page benchmark's helpers
+
+from _home import STORE_KEYS, throwaway_home  # benchmarks/_home.py: a fresh FSML_HOME per run
 
 ROOT = ".fsml-annotate"
 SHOWN = ".fsml-annotate[data-item]:not([data-item=''])"
@@ -148,10 +149,7 @@ def main() -> None:
     parser.add_argument("--load-timeout", type=float, default=600, help="seconds a page may take to show an image")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["FSML_HOME"] = home
-        for key in ("FSML_DB_URL", "FSML_STORE_URL", "FSML_TOKEN"):
-            os.environ.pop(key, None)
+    with throwaway_home((*STORE_KEYS, "FSML_TOKEN")):
         result = run(args.pages, args.labels, args.pace, args.ramp, args.load_timeout)
     if args.json:
         print(json.dumps(result))

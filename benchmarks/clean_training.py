@@ -24,10 +24,11 @@ import argparse
 import csv
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
+
+from _home import throwaway_home  # benchmarks/_home.py: a fresh FSML_HOME per run
 
 
 def true_accuracy(run_id: str, item_ids: list, truth: dict, engine, store) -> float:
@@ -68,10 +69,7 @@ def main() -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["FSML_HOME"] = home
-        for key in ("FSML_DB_URL", "FSML_STORE_URL"):
-            os.environ.pop(key, None)
+    with throwaway_home() as home:
         from fullstack_ml.datasets import add_bundled_items, read_manifest, snapshot
         from fullstack_ml.eval import dataset_label_issues, image_features
         from fullstack_ml.labels import run_annotate

@@ -13,9 +13,9 @@ Prints precision and recall (target: both >= 0.8), overall and per split, for bo
 """
 import argparse
 import json
-import os
-import tempfile
 import time
+
+from _home import throwaway_home  # benchmarks/_home.py: a fresh FSML_HOME per run
 
 
 def scores(manifest, noisy: set, suspects: set) -> dict:
@@ -41,10 +41,7 @@ def main():
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["FSML_HOME"] = home
-        for key in ("FSML_DB_URL", "FSML_STORE_URL"):
-            os.environ.pop(key, None)
+    with throwaway_home():
         from fullstack_ml.collect import crawl
         from fullstack_ml.datasets import read_manifest, snapshot
         from fullstack_ml.eval import dataset_label_issues, evaluate, image_features

@@ -11,11 +11,11 @@ Prints one JSON line; `ratio` = loader samples/s / limit samples/s (target >= 0.
 """
 import argparse
 import json
-import os
-import tempfile
 import time
 
 import torch
+
+from _home import throwaway_home  # benchmarks/_home.py: a fresh FSML_HOME per run
 
 
 def main() -> dict:
@@ -25,10 +25,7 @@ def main() -> dict:
     args = parser.parse_args()
     torch.set_num_threads(1)  # the loader is single-threaded Python either way; keep the comparison fair
 
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["FSML_HOME"] = home
-        for key in ("FSML_DB_URL", "FSML_STORE_URL"):
-            os.environ.pop(key, None)
+    with throwaway_home():
         from fullstack_ml.annotate import enqueue
         from fullstack_ml.datasets import add_bundled_items, snapshot
         from fullstack_ml.labels import import_weak_labels

@@ -11,9 +11,9 @@ wrong weak labels) among the first 10% and 20% of the queue, against what random
 """
 import argparse
 import json
-import os
-import tempfile
 import time
+
+from _home import throwaway_home  # benchmarks/_home.py: a fresh FSML_HOME per run
 
 
 def main():
@@ -24,10 +24,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["FSML_HOME"] = home
-        for key in ("FSML_DB_URL", "FSML_STORE_URL"):
-            os.environ.pop(key, None)
+    with throwaway_home():
         import numpy as np
         import sqlalchemy as sa
 
