@@ -92,12 +92,13 @@ class AnnotationSession:
     "One annotator's side of the queue: turns the page's messages into claims, labels, undos."
 
     def __init__(self, engine: Engine, store, project: str, user: User | str, send, prefetch: int = 3,
-                 lease_s: float = LEASE_S):
+                 lease_s: float = LEASE_S, refill_below: int = 2):
         self.engine, self.store, self.project = engine, store, project
         self.user = user  # the signed-in `User` (each label is checked against its role), or a trusted name
         self.annotator = user.name if isinstance(user, User) else str(user)
         self.send = send  # callable(dict): a message to the page
         self.prefetch, self.lease_s = prefetch, lease_s
+        self.refill_below = refill_below  # a label searches the queue only when fewer items are left on the page
         self.sent = set()  # item ids the page has (on screen or prefetched)
         self.suggested = {}  # item id -> the suggestion sent with it (what a label's meta records)
 
@@ -106,6 +107,8 @@ class AnnotationSession:
         if held is None:
             held = claim(self.engine, self.project, self.user, 1 + self.prefetch, self.lease_s)
         new = [i for i in held if i not in self.sent]
+        if held and not new:  # the page has them all: nothing to send (its `remaining` refreshes with the next batch)
+            return
         payloads, broken = item_payloads(self.engine, self.store, new)
         for item_id in broken:  # recorded as a skip, with the reason, so this annotator is not served it again
             skip(self.engine, self.project, item_id, self.annotator)
@@ -128,7 +131,8 @@ class AnnotationSession:
                               bool(message.get("accepted")))
             try:
                 _, held = submit_and_claim(self.engine, self.project, item_id, self.user, message["label"],
-                                           message.get("seconds"), 1 + self.prefetch, self.lease_s, meta=meta)
+                                           message.get("seconds"), 1 + self.prefetch, self.lease_s, meta=meta,
+                                           refill_below=self.refill_below)
                 return self.top_up(held)
             except LeaseLost as error:
                 self.send({"type": "notice", "text": str(error)})
