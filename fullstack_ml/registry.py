@@ -357,8 +357,14 @@ def promote_command(name, version, alias, as_json):
 @click.argument("alias", default="production")
 @click.option("--json", "as_json", is_flag=True)
 def rollback_command(name, alias, as_json):
-    "Point ALIAS of NAME back at its previous version."
-    moved = rollback(name, alias)
+    "Point ALIAS of NAME back at its previous version (production's move is recorded as a gate decision)."
+    if alias == "production":  # the record `fsml retrain --rollback` keeps: what served when, and why it moved
+        from .gate import rollback as recorded_rollback
+        done = recorded_rollback(name, reason="rolled back by hand (fsml registry rollback)")
+        moved = {"name": name, "alias": alias, "version": int(parse_ref(done["production"])[1]),
+                 "previous": int(parse_ref(done["previous"])[1]), "decision": done["decision"]}
+    else:
+        moved = rollback(name, alias)
     emit(moved, as_json, f"{name}@{alias} -> {moved['version']} (was {moved['previous']})")
 
 

@@ -127,6 +127,12 @@ def test_promote_and_rollback_move_the_alias_and_the_cli_reports_it(fsml_home):
     assert shown["version"] == 2
     assert set(shown["files"]) == {"weights.safetensors", "model.py", "preprocessing.py", "project.py"}
     assert shown["labels"] == [str(d) for d in range(10)] and shown["dataset_version"] == "ds-test"
+    rolled = json.loads(fsml("registry", "rollback", "digits", "--json").stdout)
+    assert (rolled["version"], rolled["previous"]) == (1, 2) and resolve("digits@production") == ("digits", 1)
+    from fullstack_ml.gate import decisions  # a hand rollback is on the record, like `fsml retrain --rollback`
+    assert [(d["id"], d["status"], d["meta"]["production"]) for d in decisions(name="digits")] == [
+        (rolled["decision"], "rolled_back", "digits@1")]
+    promote("digits", 2)
     assert rollback("digits")["version"] == 1
     with pytest.raises(ValueError, match="no earlier version"):
         rollback("digits")
