@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from conftest import free_port, stop, wait_for_port
 from PIL import Image
 
-from fullstack_ml.store import connect, tasks
+from fullstack_ml.store import connect, now, runs, tasks
 
 CLASSES = ["0", "1", "2"]
 # (true label, predicted label) of each item: cell (1, 2) holds three items, cell (2, 1) one
@@ -132,6 +132,13 @@ def test_clicking_a_confusion_cell_shows_exactly_its_items(eval_app_url, browser
     for shown_text in ("digits@2", "digits@1", "refused", "0.727", "200", "the whole test split", HOSTILE_REASON):
         assert shown_text in gates, shown_text
     assert page.eval_on_selector_all(".fsml-gates img", "nodes => nodes.length") == 0
+    with connect().begin() as conn:  # a retrain decides while the page is open: the refresh button shows it
+        conn.execute(runs.insert().values(id="gate-later", kind="gate", status="promoted", created_at=now(),
+                                          metrics=GATE, meta={"candidate": "digits@9", "production": "digits@9",
+                                                              "held_out": "the whole test split", "reason": "better"}))
+    assert "digits@9" not in page.inner_text(".fsml-gates")
+    page.click(".fsml-gates-refresh")
+    page.wait_for_selector(".fsml-gates >> text=digits@9", timeout=30_000)
     assert page.evaluate("() => window.pwned") is None
     page.screenshot(path=str(artifacts_dir / "eval_app_gates.png"), full_page=True)
     page.close()
