@@ -518,10 +518,14 @@ def undo(
         return last.item_id
 
 # %% ../nbs/03_annotate.ipynb #c2df12d5
+_OPEN_WORK = sa.select(  # both counts in one prebuilt statement: the app asks at every refill of a page
+    sa.select(sa.func.count()).where(tasks.c.project == _project).scalar_subquery().label("remaining"),
+    sa.select(sa.func.count(sa.distinct(leases.c.item_id))).where(leases.c.project == _project, leases.c.expires_at > _at)
+    .scalar_subquery().label("in_progress"))
+
+
 def queue_counts(engine: Engine, project: str) -> dict:
     "Open work in a project's queue: `remaining` (items waiting for labels) and `in_progress` (leased now)."
     with engine.connect() as conn:
-        remaining = conn.execute(sa.select(sa.func.count()).where(tasks.c.project == project)).scalar()
-        in_progress = conn.execute(sa.select(sa.func.count(sa.distinct(leases.c.item_id))).where(
-            leases.c.project == project, leases.c.expires_at > now())).scalar()
+        remaining, in_progress = _run(conn, _OPEN_WORK, {"p_project": project, "p_at": now()}).fetchone()
     return {"remaining": remaining, "in_progress": in_progress}
