@@ -6,8 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/annotate_app.html.md"""
 
 # %% auto #0
 __all__ = ['DISPLAY_SIDE', 'item_payloads', 'suggestions', 'label_meta', 'AnnotationSession', 'ReviewSession', 'labelling_widget',
-           'annotation_app', 'annotate_cli', 'app_command', 'status_command', 'export_command', 'import_command',
-           'prelabel_command']
+           'stored_label', 'answer', 'annotation_app', 'annotate_cli', 'app_command', 'status_command',
+           'export_command', 'import_command', 'prelabel_command']
 
 # %% ../nbs/03b_annotate_app.ipynb #13dd141b
 import base64
@@ -45,12 +45,14 @@ def _display_bytes(data: bytes, width: int | None, height: int | None, fmt: str 
     return buffer.getvalue(), "JPEG"
 
 
+_ITEM_ROWS = sa.select(items.c.id, items.c.format, items.c.width, items.c.height, items.c.weak_label).where(
+    items.c.id.in_(sa.bindparam("item_ids", expanding=True)))  # built once: building it cost more than running it
+
+
 def item_payloads(engine: Engine, store, item_ids: list) -> tuple:
     "What the page needs to show items (id, image as a data URL, weak label as a hint), and ids without bytes."
     with engine.connect() as conn:
-        rows = {row.id: row for row in conn.execute(
-            sa.select(items.c.id, items.c.format, items.c.width, items.c.height, items.c.weak_label)
-            .where(items.c.id.in_(list(item_ids))))}
+        rows = {row.id: row for row in conn.execute(_ITEM_ROWS, {"item_ids": list(item_ids)})}
     payloads, broken = [], []
     for item_id in item_ids:
         row = rows[item_id]
@@ -65,14 +67,16 @@ def item_payloads(engine: Engine, store, item_ids: list) -> tuple:
     return payloads, broken
 
 # %% ../nbs/03b_annotate_app.ipynb #8fc0b50e
+_PRELABELS = (sa.select(annotations.c.item_id, annotations.c.label, annotations.c.annotator, annotations.c.meta)
+              .where(annotations.c.project == sa.bindparam("project"), annotations.c.kind == "prelabel",
+                     annotations.c.item_id.in_(sa.bindparam("item_ids", expanding=True)))
+              .order_by(annotations.c.id))  # built once, like `_ITEM_ROWS`
+
+
 def suggestions(engine: Engine, project: str, item_ids: list) -> dict:
     "Each item's current suggestion, its latest pre-label row: {item id: {label, model, score}}."
-    query = (sa.select(annotations.c.item_id, annotations.c.label, annotations.c.annotator, annotations.c.meta)
-             .where(annotations.c.project == project, annotations.c.kind == "prelabel",
-                    annotations.c.item_id.in_(list(item_ids)))
-             .order_by(annotations.c.id))
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
+        rows = conn.execute(_PRELABELS, {"project": project, "item_ids": list(item_ids)}).all()
     found = {}
     for row in rows:  # in the order written: a newer pre-label (production moved) replaces the older
         meta = row.meta if isinstance(row.meta, dict) else {}
@@ -237,8 +241,34 @@ def labelling_widget(project: str, user: User | str, engine: Engine | None = Non
                              heartbeat_ms=int(min(30, lease_s / 3) * 1000))
     session_class = ReviewSession if review else AnnotationSession
     widget.session = session_class(engine, store, project, user, widget.send, prefetch, lease_s)
-    widget.on_msg(lambda _widget, content, buffers: widget.session.handle(content))
+    widget.on_msg(lambda _widget, content, buffers: answer(widget.session, content))
     return widget
+
+
+def stored_label(engine: Engine, project: str, annotator: str, item_id: str) -> str | None:
+    "The label `annotator` holds on `item_id` now: their latest label or review that no undo cancels, or None."
+    undos = annotations.alias("undos")
+    undone = sa.exists().where(undos.c.item_id == annotations.c.item_id, undos.c.kind == "undo",
+                               undos.c.undoes == annotations.c.id)
+    query = (sa.select(annotations.c.label)
+             .where(annotations.c.project == project, annotations.c.item_id == item_id,
+                    annotations.c.annotator == annotator, annotations.c.kind.in_(("label", "review")), ~undone)
+             .order_by(annotations.c.id.desc()).limit(1))
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def answer(session: AnnotationSession, message: dict) -> None:
+    "Handle one message from the page; a label (numbered `seq`) is acknowledged with the label the store now holds."
+    ack = {"type": "ack", "seq": message.get("seq"), "id": message.get("id")}
+    try:
+        session.handle(message)
+    except Exception as error:  # the page must not count it as saved; the kernel's log keeps the traceback
+        if message.get("type") == "label":
+            session.send({**ack, "label": None, "text": f"refused ({type(error).__name__})"})
+        raise
+    if message.get("type") == "label":  # read back, not assumed: a lost lease stores nothing
+        session.send({**ack, "label": stored_label(session.engine, session.project, session.annotator, ack["id"])})
 
 
 def _refusal(user: User, review: bool, asked_name: str | None) -> str | None:

@@ -57,6 +57,9 @@ def voila_command(page: Path, port: int, host: str = "127.0.0.1", cull_idle_s: i
             f"--port={port}", f"--Voila.ip={host}", "--no-browser", f"--AppIdentityProvider.app={page.stem}",
             f"--MappingKernelManager.cull_idle_timeout={cull_idle_s}",
             f"--MappingKernelManager.cull_interval={min(60, max(1, cull_idle_s // 2))}",
+            # a kernel that starts late (many people arriving on few cores) still serves its page: Voila's 60 s
+            # defaults left a page blank (no kernel) or 'loading…' (its websocket refused) for good
+            "--VoilaExecutor.startup_timeout=600", "--MappingKernelManager.kernel_info_timeout=600",
             "--VoilaConfiguration.show_tracebacks=False"]
 
 # %% ../nbs/core/apps.ipynb #82c6052a

@@ -457,3 +457,49 @@ def test_enter_accepts_the_models_suggestion(fsml_home, browser, artifacts_dir):
     finally:
         context.close()
         stop(proc)
+
+
+@pytest.mark.slow
+def test_fast_keys_store_exactly_the_labels_shown_and_undo_reverts_the_last(fsml_home, browser):
+    """Keys pressed in a row, none waiting for the kernel: the store holds each label on the item it was pressed on,
+    in order; the page counts a label done only once the kernel's ack says it is stored; undo reverts the last."""
+    import sqlalchemy as sa
+
+    from fullstack_ml.store import annotations
+
+    make_digit_items(12)
+    token = add_user(connect(), "alice", "annotator")
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        shown_item(page)
+        page.wait_for_selector(".fsml-annotate[data-queued='3']", timeout=30_000)  # the page holds 1 + 3 prefetched
+        rng = random.Random(1)
+        pressed = []
+        for _ in range(4):  # back to back: the image changes in the keydown, before the kernel hears of it
+            item, key = page.get_attribute(".fsml-annotate", "data-item"), rng.choice(LABELS)
+            page.keyboard.press(key)
+            assert page.get_attribute(".fsml-annotate", "data-item") != item  # swapped at once, no wait
+            pressed.append((item, key))
+        page.wait_for_selector(".fsml-annotate[data-done='4'][data-saving='0']", timeout=30_000)  # all acked
+        assert "done 4" in page.text_content(".fsml-progress")
+        with connect().connect() as conn:
+            rows = conn.execute(sa.select(annotations.c.item_id, annotations.c.label)
+                                .where(annotations.c.kind == "label").order_by(annotations.c.id)).all()
+        assert [tuple(row) for row in rows] == pressed  # what was shown, with what was pressed, in that order
+        page.keyboard.press("Backspace")  # undo: the last item is back on screen and no longer counted
+        assert page.get_attribute(".fsml-annotate", "data-item") == pressed[-1][0]
+        page.wait_for_selector(".fsml-annotate[data-done='3']", timeout=5_000)
+        deadline = time.time() + 30
+        while len(undone := annotation_history(connect(), "digits").query("kind == 'label' and undone")) < 1:
+            assert time.time() < deadline, "the undo never reached the store"
+            time.sleep(0.2)
+        assert undone.item_id.tolist() == [pressed[-1][0]]  # the last label is reverted, the others stand
+        current = current_labels(connect(), "digits", kinds=("label",))
+        assert dict(zip(current.item_id, current.label)) == dict(pressed[:-1])
+    finally:
+        context.close()
+        stop(proc)

@@ -5,6 +5,10 @@
 // ("/" or any other letter to start typing, Enter to choose the first match, Escape to leave) picks by name.
 // A model's suggestion (an item's `suggestion`: label, model, score) is shown under the image and its label's
 // button is marked; Enter (never a label key) accepts it, any label key overrides it, the toggle hides them.
+// A key never waits on the kernel: each prefetched item keeps its own decoded <img>, a key puts the next one on
+// the stage at once, and the label travels to the kernel behind it. The kernel answers each label with the label
+// it stored (an "ack"); the header counts only those as done, says how many are still saving, and a refusal (the
+// lease was lost, the label was refused) is shown and not counted.
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function freeKey(candidates, taken) { return candidates.find(k => !taken.has(k.toLowerCase())) || null; }
 const SMALL_SIDE = 256;  // images no bigger than this are scaled up with visible pixels, not blurred
@@ -16,7 +20,7 @@ function render({ model, el: host }) {
   const progress = el('span', 'fsml-progress', '');
   header.append(who, progress);
   const stage = el('div', 'fsml-stage');
-  const img = el('img', 'fsml-image'); img.alt = 'item to label';
+  let img = el('img', 'fsml-image'); img.alt = 'item to label';  // the element on the stage; swapped per item
   const empty = el('div', 'fsml-empty', 'loading…');
   const size = el('div', 'fsml-size', '');
   stage.append(img, empty, size);
@@ -87,21 +91,34 @@ function render({ model, el: host }) {
   });
 
   let queue = [], current = null, shownAt = 0, done = 0, remaining = null, exhausted = false, pending = null;
-  const history = [], started = performance.now();
-  window.__fsmlPaints = window.__fsmlPaints || [];
-  function measure(t0) { requestAnimationFrame(() => requestAnimationFrame(() => window.__fsmlPaints.push(performance.now() - t0))); }
+  let seq = 0, saving = 0;
+  const history = [], started = performance.now(), sent = new Map();  // item id -> {seq, label, state} of its label
+  // key -> image painted: `__fsmlPainted` at the first task after the frame that shows the swap (a rAF, then a
+  // message: it runs once that frame is painted); `__fsmlPaints` at the second rAF (up to one frame later)
+  window.__fsmlPaints = window.__fsmlPaints || []; window.__fsmlPainted = window.__fsmlPainted || [];
+  const afterPaint = new MessageChannel(), painting = [];
+  afterPaint.port1.onmessage = () => { const t0 = painting.shift(); window.__fsmlPainted.push(performance.now() - t0); };
+  function measure(t0) {
+    requestAnimationFrame(() => { painting.push(t0); afterPaint.port2.postMessage(null);
+      requestAnimationFrame(() => window.__fsmlPaints.push(performance.now() - t0)); });
+  }
   function updateStatus() {
     const hours = (performance.now() - started) / 3.6e6;
     const pace = done > 0 ? Math.round(done / hours) + '/h' : '–';
-    progress.textContent = 'done ' + done + ' · remaining ' + (remaining == null ? '…' : remaining) + ' · pace ' + pace;
-    root.dataset.queued = String(queue.length); root.dataset.done = String(done);
+    progress.textContent = 'done ' + done + (saving ? ' · saving ' + saving : '') + ' · remaining '
+      + (remaining == null ? '…' : remaining) + ' · pace ' + pace;
+    root.dataset.queued = String(queue.length); root.dataset.done = String(done); root.dataset.saving = String(saving);
+  }
+  function place(element) {  // put this item's decoded image on the stage (no decode, no new request)
+    if (element !== img) { element.className = 'fsml-image'; element.alt = 'item to label'; img.replaceWith(element); img = element; }
   }
   function show(item) {
     current = item || null;
     if (current) {
       const w = current.image ? current.image.naturalWidth : 0, h = current.image ? current.image.naturalHeight : 0;
+      if (current.image) place(current.image); else img.src = current.src;
       img.classList.toggle('fsml-pixelated', w > 0 && Math.max(w, h) <= SMALL_SIDE);  // tiny: crisp pixels, scaled up
-      img.src = current.src; img.dataset.item = current.id; img.style.visibility = 'visible'; empty.textContent = '';
+      img.dataset.item = current.id; img.style.visibility = 'visible'; empty.textContent = '';
       size.textContent = w ? w + '×' + h : '';
       hint.textContent = hintCheck.checked && current.hint != null ? current.hint : ''; }
     else { img.removeAttribute('src'); img.dataset.item = ''; img.style.visibility = 'hidden'; size.textContent = '';
@@ -125,29 +142,47 @@ function render({ model, el: host }) {
   function act(type, label, t0, accepted = false) {
     if (!current) return;
     const shown = sugCheck.checked && suggested() != null;  // the kernel records whether a suggestion was on screen
-    model.send({ type, id: current.id, label, shown, accepted, seconds: (performance.now() - shownAt) / 1000 });
+    const message = { type, id: current.id, label, shown, accepted, seconds: (performance.now() - shownAt) / 1000 };
     history.push({ item: current, type }); if (history.length > 50) history.shift();
-    if (type === 'label') done += 1;
-    const next = queue.shift();
+    if (type === 'label') { message.seq = ++seq; forget(current.id); sent.set(current.id, { seq, label, state: 'saving' }); saving += 1; }
+    const next = queue.shift();  // the swap first: the person sees the next image before the label leaves
     if (next) { show(next); measure(t0); } else { pending = t0; show(null); }
+    model.send(message);  // messages reach the kernel in the order sent: a label, then its undo
   }
+  function forget(id) {  // this item's label no longer counts (undone, or about to be replaced)
+    const entry = sent.get(id); if (!entry) return;
+    if (entry.state === 'saving') saving -= 1; else if (entry.state === 'saved') done -= 1;
+    sent.delete(id);
+  }
+  function acknowledged(msg) {  // the kernel stored msg.label (null: nothing) for the label numbered msg.seq
+    const entry = sent.get(msg.id); if (!entry || entry.seq !== msg.seq) return;  // undone since: nothing to count
+    saving -= 1;
+    if (msg.label === entry.label) { entry.state = 'saved'; done += 1; }
+    else { entry.state = 'refused';
+      say('not saved: item ' + msg.id.slice(0, 12) + (msg.text ? ': ' + msg.text : ' (the kernel stored no such label)')); }
+    if (entry.state === 'refused') root.dataset.refused = String((Number(root.dataset.refused) || 0) + 1);
+    updateStatus();
+  }
+  function say(text) { notice.textContent = text; setTimeout(() => { if (notice.textContent === text) notice.textContent = ''; }, 4000); }
   function undo(t0) {
     const previous = history.pop(); if (!previous) return;
     if (current) queue.unshift(current);
-    model.send({ type: 'undo', id: previous.item.id }); if (previous.type === 'label') done = Math.max(0, done - 1);
+    forget(previous.item.id);
     show(previous.item); measure(t0);
+    model.send({ type: 'undo', id: previous.item.id });
   }
   async function receive(msg) {
     if (msg.type === 'items') {
       const fresh = await Promise.all(msg.items.map(async (item) => {
-        const im = new Image(); im.src = item.src; try { await im.decode(); } catch (e) {} item.image = im; return item; }));
+        const im = new Image(); im.src = item.src; try { await im.decode(); } catch (e) {} item.image = im; return item; }));  // decoded off the key's path
       const known = new Set(queue.map(i => i.id)); if (current) known.add(current.id);
       fresh.forEach(item => { if (!known.has(item.id)) queue.push(item); });
       remaining = msg.remaining; exhausted = msg.exhausted && queue.length === 0 && !current;
       if (!current) { const next = queue.shift(); show(next); if (next && pending != null) { measure(pending); pending = null; } }
       updateStatus();
     } else if (msg.type === 'drop') { queue = queue.filter(item => !msg.ids.includes(item.id)); updateStatus();
-    } else if (msg.type === 'notice') { notice.textContent = msg.text; setTimeout(() => { notice.textContent = ''; }, 4000); }
+    } else if (msg.type === 'ack') { acknowledged(msg);
+    } else if (msg.type === 'notice') { say(msg.text); }
   }
   model.on('msg:custom', receive);
   hintCheck.onchange = () => show(current);
