@@ -82,8 +82,75 @@ def annotate_like_the_app(db_url: str, project: str, annotator: str, batch: int,
             claimed += [item for item in held if item not in claimed]
             label = label_for(held[0], annotator)
             submitted.append((held[0], label))
-            _, held = submit_and_claim(engine, project, held[0], annotator, label, 0.1, n=batch, lease_s=60)
+            _, held = submit_and_claim(engine, project, held[0], annotator, label, 0.1, n=batch, lease_s=60,
+                                       refill_below=2)  # as the app: a queue search only when fewer are held
     results.put({"annotator": annotator, "claimed": claimed, "submitted": submitted})
+
+
+PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000" "3a7e9b550000000a49444154789c63600000"
+                        "00020001e5273de40000000049454e44ae426082")  # bytes added at its end keep it a PNG
+
+
+def seed_with_bytes(db_url: str, store_url: str, n_items: int, project: str = "digits") -> list:
+    "Queue `n_items` items whose (tiny, distinct) images are in the file store, as the app needs them."
+    from fullstack_ml.store import open_files, put_blob
+
+    files = open_files(store_url)
+    ids = [put_blob(files, PNG_1PX + f"item {i}".encode()) for i in range(n_items)]
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        conn.execute(items.insert(), [{"id": i, "width": 1, "height": 1, "format": "PNG", "created_at": now()} for i in ids])
+    ensure_project(engine, project, LABELS, 1)
+    enqueue(engine, project, ids)
+    engine.dispose()
+    forget_engines()
+    return ids
+
+
+def annotate_through_the_session(db_url: str, project: str, annotator: str, store_url: str, results) -> None:
+    "One annotator process driving `AnnotationSession.handle` as its page does, until the kernel says it is done."
+    from fullstack_ml.annotate_app import AnnotationSession
+    from fullstack_ml.store import open_files
+
+    forget_engines()
+    outbox = []
+    session = AnnotationSession(connect(db_url), open_files(store_url), project, annotator, outbox.append, prefetch=3)
+    session.handle({"type": "ready"})
+    page, sizes, submitted = [item["id"] for item in outbox[-1]["items"]], [], []
+    while page:
+        sizes.append(len(page))
+        seen, item_id = len(outbox), page.pop(0)
+        label = label_for(item_id, annotator)
+        session.handle({"type": "label", "id": item_id, "label": label, "seconds": 0.1})
+        submitted.append((item_id, label))
+        page += [item["id"] for message in outbox[seen:] for item in message.get("items", [])]
+    sent = [item["id"] for message in outbox for item in message.get("items", [])]
+    notices = [message["text"] for message in outbox if message["type"] == "notice"]
+    results.put({"annotator": annotator, "sent": sent, "submitted": submitted, "sizes": sizes, "notices": notices})
+
+
+@pytest.mark.slow
+def test_the_apps_sessions_never_show_an_item_twice_and_keep_their_prefetch(db_url, tmp_path):
+    "16 app sessions (refill_below=2: a queue search per ~3 labels) at overlap 1: every item to one page, once."
+    store_url = str(tmp_path / "files")
+    ids = seed_with_bytes(db_url, store_url, 240)
+    results = fork.Queue()
+    procs = [fork.Process(target=annotate_through_the_session, args=(db_url, "digits", f"annotator{i:02d}", store_url,
+                                                                      results)) for i in range(WORKERS)]
+    for proc in procs:
+        proc.start()
+    reports = [results.get(timeout=240) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    sent = [item for report in reports for item in report["sent"]]
+    assert sorted(sent) == sorted(ids)  # each item sent to exactly one page, once
+    assert [notice for report in reports for notice in report["notices"]] == []  # no label refused
+    submitted = sorted((item, report["annotator"], label) for report in reports for item, label in report["submitted"])
+    assert sorted(stored_labels(db_url, "digits")) == submitted
+    assert max(size for report in reports for size in report["sizes"]) <= 4  # the item on screen and 3 prefetched
+    worked = [report for report in reports if len(report["submitted"]) > 8]
+    assert len(worked) > 1 and all(min(report["sizes"][:-8]) >= 2 for report in worked)  # a reserve until the end
 
 
 def run_annotators(db_url: str, project: str, batch: int = 2, target=annotate_until_empty) -> list:
