@@ -87,6 +87,7 @@ class Crawler:
         self.pages_scheduled = self.images_scheduled = 0
         self.progress = progress
         self.labels, self.synonyms = list(labels), synonyms  # what captions are read for (parse_weak_label)
+        self.weak_labels = {}  # caption -> its weak label: a site repeats its captions, each is read once
 
 # %% ../nbs/02_collect.ipynb #19ec5ac7
 def _rules_for(crawler: Crawler, host: str) -> Protego:
@@ -214,7 +215,8 @@ def fetch_image(crawler: Crawler, task: dict) -> dict:
     if fetched["status"] == 304:
         fetched["item_id"] = previous.item_id
         return fetched
-    fetched["image"] = store_image(crawler, fetched.pop("body"))
+    fetched["image"] = image = store_image(crawler, fetched.pop("body"))
+    image["searched"] = crawler.ledger.near.search(image["signature"])  # here, off the loop: it checks only newer rows
     return fetched
 
 # %% ../nbs/02_collect.ipynb #00859a59
@@ -271,8 +273,10 @@ def handle(crawler: Crawler, task: dict, result) -> None:
         crawler.counts["images_unchanged"] += 1
         remember_fetch(crawler, url, kind, crawler.ledger.fetched[url].outcome, None, result, result["item_id"])
     else:
-        label = parse_weak_label(task.get("caption"), crawler.labels, crawler.synonyms)
-        outcome = record_image(crawler.ledger, result["image"], dict(task, weak_label=label), result)
+        caption = task.get("caption")
+        if caption not in crawler.weak_labels:
+            crawler.weak_labels[caption] = parse_weak_label(caption, crawler.labels, crawler.synonyms)
+        outcome = record_image(crawler.ledger, result["image"], dict(task, weak_label=crawler.weak_labels[caption]), result)
         crawler.counts["images_" + outcome] += 1
         remember_fetch(crawler, url, kind, "stored" if outcome != "duplicate" else "duplicate", None, result,
                    result["image"]["sha256"])

@@ -80,7 +80,7 @@ def record_image(ledger: Ledger, image: dict, context: dict, fetched: dict) -> s
         ledger.pending["item_sources"].append(source)
     if item_id in ledger.item_ids:
         return "duplicate"
-    group_id = ledger.near.find(image["signature"])
+    group_id = ledger.near.find(image["signature"], image.get("searched"))  # searched: the rows a worker already compared
     ledger.near.add(image["signature"], group_id or item_id)
     ledger.item_ids.add(item_id)
     ledger.pending["items"].append(dict(
