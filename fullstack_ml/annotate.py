@@ -133,12 +133,13 @@ def _queue_transaction(engine: Engine):
     key = (os.getpid(), database + ".writers.lock")
     if key not in _lock_files:
         _lock_files[key] = open(key[1], "a")  # noqa: SIM115 -- held open for the life of the process
-    fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
-    try:
-        with write_transaction(engine) as conn:
-            yield conn
-    finally:
-        fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
+    with engine.connect().execution_options(fsml_immediate=True) as conn:  # from the pool before joining the line
+        fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
+        try:
+            with conn.begin():  # BEGIN IMMEDIATE, as `write_transaction`
+                yield conn
+        finally:
+            fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
 # %% ../nbs/03_annotate.ipynb #674830be
 _compiled_statements: dict = {}  # (id(statement), dialect) -> (statement, sql, parameter order or None, constants)
@@ -278,6 +279,7 @@ _RECHECK = sa.select(tasks.c.item_id).where(*_ELIGIBLE_PG, tasks.c.item_id.in_(s
                                             ).order_by(*_ORDER).limit(sa.bindparam("p_need"))
 _MY_LIVE_LEASES = [leases.c.project == _project, leases.c.annotator == _annotator, leases.c.expires_at > _at]
 _OWN_LEASES = sa.select(leases.c.item_id).where(*_MY_LIVE_LEASES).order_by(leases.c.created_at, leases.c.item_id)
+_OWN_LEASES_EXPIRY = _OWN_LEASES.add_columns(leases.c.expires_at)  # the Python path renews only when one is due
 _RENEW = leases.update().where(*_MY_LIVE_LEASES).values(expires_at=sa.bindparam("p_until"))
 _RENEW_DUE = (leases.update()  # only leases past half their life: a lease row (and its index) rewritten once a minute,
               .where(*_MY_LIVE_LEASES, leases.c.expires_at < sa.bindparam("p_renew_before"))  # not at every label
@@ -298,8 +300,9 @@ def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_s: 
     "Claim inside an open write transaction (see `claim`); with `refill_below`, only when fewer are held."
     at = now()
     params = {"p_project": project, "p_annotator": annotator, "p_at": at}
-    held = _column(_run(conn, _OWN_LEASES, params))
-    if held:
+    own = _run(conn, _OWN_LEASES_EXPIRY, params).fetchall()
+    held = [item_id for item_id, _ in own]
+    if own and min(expires_at for _, expires_at in own) < at + lease_s / 2:  # else no statement at all
         _run(conn, _RENEW_DUE, dict(params, p_until=at + lease_s, p_renew_before=at + lease_s / 2))
     need = n - len(held)
     if need <= 0 or len(held) >= (refill_below or n):
