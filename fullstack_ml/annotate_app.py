@@ -245,17 +245,20 @@ def labelling_widget(project: str, user: User | str, engine: Engine | None = Non
     return widget
 
 
+_undos = annotations.alias("undos")
+_STORED_LABEL = (  # built once: at every label, building it cost several times more than running it
+    sa.select(annotations.c.label)
+    .where(annotations.c.project == sa.bindparam("project"), annotations.c.item_id == sa.bindparam("item_id"),
+           annotations.c.annotator == sa.bindparam("annotator"), annotations.c.kind.in_(("label", "review")),
+           ~sa.exists().where(_undos.c.item_id == annotations.c.item_id, _undos.c.kind == "undo",
+                              _undos.c.undoes == annotations.c.id))
+    .order_by(annotations.c.id.desc()).limit(1))
+
+
 def stored_label(engine: Engine, project: str, annotator: str, item_id: str) -> str | None:
     "The label `annotator` holds on `item_id` now: their latest label or review that no undo cancels, or None."
-    undos = annotations.alias("undos")
-    undone = sa.exists().where(undos.c.item_id == annotations.c.item_id, undos.c.kind == "undo",
-                               undos.c.undoes == annotations.c.id)
-    query = (sa.select(annotations.c.label)
-             .where(annotations.c.project == project, annotations.c.item_id == item_id,
-                    annotations.c.annotator == annotator, annotations.c.kind.in_(("label", "review")), ~undone)
-             .order_by(annotations.c.id.desc()).limit(1))
     with engine.connect() as conn:
-        return conn.execute(query).scalar()
+        return conn.execute(_STORED_LABEL, {"project": project, "item_id": item_id, "annotator": annotator}).scalar()
 
 
 def answer(session: AnnotationSession, message: dict) -> None:
