@@ -82,12 +82,14 @@ def dataset_label_issues(manifest: pd.DataFrame, features: np.ndarray, classes, 
 
 
 def svm_probabilities(manifest: pd.DataFrame, features: np.ndarray, given: np.ndarray, classes: int,
-                      folds: int = EvalDefaults.folds, seed: int = EvalDefaults.seed) -> np.ndarray:
+                      folds: int = EvalDefaults.folds, seed: int = EvalDefaults.seed,
+                      rest: np.ndarray | None = None) -> np.ndarray:  # rest: the train fit's for the other rows, if made
     "Out-of-sample probabilities (items, classes) of the pixel SVM: cross-validated on train, fitted on train for the rest."
     train = (manifest["split"] == "train").to_numpy()
     probabilities = np.zeros((len(manifest), classes))
-    probabilities[train], other = out_of_sample_probabilities(features[train], given[train], features[~train],
-                                                              classes, folds, seed)
+    probabilities[train], other = out_of_sample_probabilities(
+        features[train], given[train], features[~train] if rest is None else None, classes, folds, seed)
+    other = rest if rest is not None else other
     if other is not None:
         probabilities[~train] = other
     return probabilities
@@ -137,13 +139,14 @@ def label_judge(predictor, store, manifest: pd.DataFrame, project: str, engine=N
     if not valid.any():  # the choice looks at validation items only, never test
         return svm_probabilities(manifest, features, given, classes, folds, seed), \
             {"judge": "svm", "reason": "no validation items to compare the judges on"}
-    svm_valid = fit_predict_probabilities(features[train], given[train], features[valid], classes, seed)  # one fit
+    rest = fit_predict_probabilities(features[train], given[train], features[~train], classes, seed)  # one fit
+    svm_valid = rest[valid[~train]]  # the choice reads the validation rows only; test rows wait for the SVM's turn
     accuracy = {"svm": float((svm_valid.argmax(1) == given[valid]).mean()),
                 "network": float((_network_probabilities(predictor.model, images[valid]).argmax(1)
                                   == given[valid]).mean())}
     record = {"valid_accuracy": {k: round(v, 4) for k, v in accuracy.items()}, "margin": margin}
     if accuracy["svm"] >= accuracy["network"] - margin:  # only now the SVM's cross-validation: it judges
-        return svm_probabilities(manifest, features, given, classes, folds, seed), {"judge": "svm", **record}
+        return svm_probabilities(manifest, features, given, classes, folds, seed, rest), {"judge": "svm", **record}
     config = make_config(project, engine, model=predictor.config["model"])  # the recipe, the graded architecture
     config["epochs"] = min(config["epochs"], network_epochs)
     return network_probabilities(predictor, images, given, train, config, network_folds, seed), \
