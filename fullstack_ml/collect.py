@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 from urllib.parse import urlsplit
 
 import click
@@ -302,21 +303,30 @@ def run_crawl(crawler: Crawler) -> dict:
     for url in crawler.start_urls:
         schedule(crawler, "page", url, 0)
     bar = tqdm(desc="collect", unit="url", disable=not crawler.progress, file=sys.stderr, leave=False)
+    finished = SimpleQueue()  # futures as they finish: one wake-up each, not a wait re-armed on every running one
     with ThreadPoolExecutor(crawler.limits.concurrency, thread_name_prefix="collect") as pool:
         running = {}
         while crawler.pages or crawler.images or running:
             while len(running) < 2 * crawler.limits.concurrency and (crawler.images or crawler.pages):
                 task = (crawler.images or crawler.pages).popleft()
-                running[pool.submit(run_task, crawler, task)] = task
-            done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                future = pool.submit(run_task, crawler, task)
+                running[future] = task
+                future.add_done_callback(finished.put)
+            try:
+                done = [finished.get(timeout=0.5)]
+            except Empty:
+                done = []
+            while not finished.empty():
+                done.append(finished.get())
             for future in done:
                 handle(crawler, running.pop(future), future.result())
-                bar.update(1)
             pending_rows = sum(map(len, crawler.ledger.pending.values()))
             if pending_rows >= 200 or (pending_rows and time.monotonic() - last_flush > 0.5):
                 crawler.ledger.flush(wait=False)  # syncing and committing go on while the crawl does
                 last_flush = time.monotonic()
-            bar.set_postfix(pages=crawler.counts["pages_fetched"], items=len(crawler.ledger.item_ids), refresh=False)
+            if crawler.progress:
+                bar.update(len(done))
+                bar.set_postfix(pages=crawler.counts["pages_fetched"], items=len(crawler.ledger.item_ids), refresh=False)
     crawler.ledger.flush()
     bar.close()
     return report(crawler, time.monotonic() - started)
@@ -463,20 +473,25 @@ def run_collect(start_urls: list | None = None, max_pages: int = CrawlLimits.max
     return dict(result, demo_site=True, demo_images=demo_images, project=project)
 
 # %% ../nbs/02_collect.ipynb #c42e03c6
-def show_items(n: int = 40, columns: int = 10, db_url: str | None = None, store_url: str | None = None):
-    "A grid of the first `n` items with their captions (weak label in bold)."
+def show_items(n: int = 40, columns: int = 10, db_url: str | None = None, store_url: str | None = None, tile: int = 70):
+    "A grid of the first `n` items with their weak labels (in bold), drawn as one picture: one axes, not one per item."
     import matplotlib.pyplot as plt
 
     from fullstack_ml.store import get_blob
 
     rows, files = list_items(db_url)[:n], open_files(store_url)
-    n_rows = max(1, -(-len(rows) // columns))
-    fig, axes = plt.subplots(n_rows, columns, figsize=(columns * 1.2, n_rows * 1.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, rows):
-        ax.imshow(Image.open(io.BytesIO(get_blob(files, row["id"]))), cmap="gray")
-        ax.set_title(f"{row['weak_label'] or '?'}", fontsize=9, fontweight="bold")
+    n_rows, band = max(1, -(-len(rows) // columns)), 18  # band: pixels above each picture for its label
+    sheet = Image.new("RGB", (columns * tile, n_rows * (tile + band)), "white")
+    for k, row in enumerate(rows):
+        picture = Image.open(io.BytesIO(get_blob(files, row["id"]))).convert("RGB")
+        picture.thumbnail((tile - 6, tile - 6))
+        sheet.paste(picture, ((k % columns) * tile + 3, (k // columns) * (tile + band) + band))
+    fig, ax = plt.subplots(figsize=(columns * 1.2, n_rows * 1.4))
+    ax.imshow(sheet)
+    ax.axis("off")
+    for k, row in enumerate(rows):
+        ax.text((k % columns + 0.5) * tile, (k // columns) * (tile + band) + band - 2, row["weak_label"] or "?",
+                ha="center", va="bottom", fontsize=9, fontweight="bold")
     fig.suptitle("collected items and their weak labels (from alt text)")
     return fig
 

@@ -52,13 +52,16 @@ def image_hashes(image: Image.Image) -> dict:
     return dict(phash=phash_hex(grey), signature=np.round(signature * scale).astype(np.int8).tobytes().hex())
 
 
+@lru_cache(maxsize=4096)  # a crawl unpacks each new signature three times: search, find, add (callers never write it)
 def _unit(signature_hex: str) -> np.ndarray:
     "A stored signature back as a unit vector. (255,) float32"
     vector = np.frombuffer(bytes.fromhex(signature_hex), dtype=np.int8).astype(np.float32)
     if vector.shape != (255,):
         raise ValueError(f"expected a signature of 255 bytes (image_hashes(image)['signature']), got {len(vector)}")
     norm = np.linalg.norm(vector)
-    return vector / norm if norm else vector
+    unit = vector / norm if norm else vector
+    unit.setflags(write=False)  # shared by the cache
+    return unit
 
 # %% ../nbs/02c_near_duplicates.ipynb #cc044efd
 class NearDuplicates:

@@ -41,12 +41,24 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _digits_table() -> np.ndarray:
+    "scikit-learn's digits file, one row a digit (64 pixels, then the label), read without importing scikit-learn (seconds)."
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    if not path.exists():  # another layout: ask scikit-learn
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return np.column_stack([digits.data, digits.target])
+    return np.loadtxt(path, delimiter=",")  # what load_digits reads
+
+
 def images(n: int = N_IMAGES, seed: int = 0) -> list:
     "The first `n` digits as (PNG bytes, true label) pairs, as the gallery serves them."
-    from sklearn.datasets import load_digits  # here: only the gallery and benchmarks need the pixels
-
-    digits = load_digits()
-    return [(png_bytes(digit_pixels(image)), str(label)) for image, label in zip(digits.images[:n], digits.target[:n])]
+    table = _digits_table()[:n]
+    return [(png_bytes(digit_pixels(row[:64].reshape(8, 8))), str(int(row[64]))) for row in table]
 
 
 def captions(labels: list, seed: int = 0, noise: float = 0.08) -> list:
