@@ -523,8 +523,8 @@ def undo(
 # %% ../nbs/03_annotate.ipynb #c2df12d5
 _OPEN_WORK = sa.select(  # both counts in one prebuilt statement: the app asks at every refill of a page
     sa.select(sa.func.count()).where(tasks.c.project == _project).scalar_subquery().label("remaining"),
-    sa.select(sa.func.count(sa.distinct(leases.c.item_id))).where(leases.c.project == _project, leases.c.expires_at > _at)
-    .scalar_subquery().label("in_progress"))
+    sa.select(sa.func.count(sa.distinct(leases.c.item_id)))
+    .where(leases.c.project == _project, leases.c.expires_at > _at).scalar_subquery().label("in_progress"))
 
 
 def queue_counts(engine: Engine, project: str) -> dict:

@@ -98,6 +98,9 @@ class AnnotationSession:
     def __init__(self, engine: Engine, store, project: str, user: User | str, send, prefetch: int = 3,
                  lease_s: float = LEASE_S, refill_below: int = 2):
         self.engine, self.store, self.project = engine, store, project
+        # the page's reads need no transaction: on PostgreSQL that saves a BEGIN and a ROLLBACK round trip each
+        postgres = engine.dialect.name == "postgresql"
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
         self.user = user  # the signed-in `User` (each label is checked against its role), or a trusted name
         self.annotator = user.name if isinstance(user, User) else str(user)
         self.send = send  # callable(dict): a message to the page
@@ -113,15 +116,15 @@ class AnnotationSession:
         new = [i for i in held if i not in self.sent]
         if held and not new:  # the page has them all: nothing to send (its `remaining` refreshes with the next batch)
             return
-        payloads, broken = item_payloads(self.engine, self.store, new)
+        payloads, broken = item_payloads(self.reads, self.store, new)
         for item_id in broken:  # recorded as a skip, with the reason, so this annotator is not served it again
             skip(self.engine, self.project, item_id, self.annotator)
             self.send({"type": "notice", "text": f"item {item_id[:12]} has no readable image; skipped it"})
-        guesses = suggestions(self.engine, self.project, [payload["id"] for payload in payloads])
+        guesses = suggestions(self.reads, self.project, [payload["id"] for payload in payloads])
         for payload in payloads:
             payload["suggestion"] = self.suggested[payload["id"]] = guesses.get(payload["id"])
         self.sent.update(payload["id"] for payload in payloads)
-        remaining = queue_counts(self.engine, self.project)["remaining"]
+        remaining = queue_counts(self.reads, self.project)["remaining"]
         self.send({"type": "items", "items": payloads, "exhausted": not held, "remaining": remaining})
 
     def handle(self, message: dict) -> None:
@@ -271,7 +274,7 @@ def answer(session: AnnotationSession, message: dict) -> None:
             session.send({**ack, "label": None, "text": f"refused ({type(error).__name__})"})
         raise
     if message.get("type") == "label":  # read back, not assumed: a lost lease stores nothing
-        session.send({**ack, "label": stored_label(session.engine, session.project, session.annotator, ack["id"])})
+        session.send({**ack, "label": stored_label(session.reads, session.project, session.annotator, ack["id"])})
 
 
 def _refusal(user: User, review: bool, asked_name: str | None) -> str | None:
