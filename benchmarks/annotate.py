@@ -198,16 +198,24 @@ def paint_latency(n_items: int) -> dict:
                 "labels_per_s_one_person": round(n_items / elapsed, 1), "kernel_rss_mb": max(kernels, default=None)}
 
 
-def queue_plain_items(n: int, project: str) -> list:
-    "Queue `n` items that have rows but no image bytes: the throughput benchmark never looks at pixels."
+PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000" "3a7e9b550000000a49444154789c63600000"
+                        "00020001e5273de40000000049454e44ae426082")  # a 1x1 PNG; bytes added at its end keep it one
+
+
+def queue_plain_items(n: int, project: str, with_bytes: bool = False) -> list:
+    "Queue `n` distinct items (with tiny image bytes in the file store when the app's path will show them)."
     from fullstack_ml.annotate import enqueue, ensure_project
     from fullstack_ml.projects.digits import PROJECT as DIGITS  # until this chapter asks the project
-    from fullstack_ml.store import connect, items, now, sha256_hex
+    from fullstack_ml.store import connect, items, now, open_files, put_blob, sha256_hex
 
-    engine = connect()
-    ids = [sha256_hex(f"{project} {i}".encode()) for i in range(n)]
+    engine, files = connect(), open_files()
+    if with_bytes:
+        ids = [put_blob(files, PNG_1PX + f"{project} {i}".encode(), defer_sync=True) for i in range(n)]
+        files.sync()
+    else:
+        ids = [sha256_hex(f"{project} {i}".encode()) for i in range(n)]
     with engine.begin() as conn:
-        conn.execute(items.insert(), [{"id": i, "width": 28, "height": 28, "format": "PNG", "created_at": now()} for i in ids])
+        conn.execute(items.insert(), [{"id": i, "width": 1, "height": 1, "format": "PNG", "created_at": now()} for i in ids])
     ensure_project(engine, project, DIGITS.label_names, 1)
     enqueue(engine, project, ids)
     return ids
@@ -222,54 +230,81 @@ def _statement_by_statement(engine, item_id: str, name: str, label: str) -> list
         return _claim(conn, engine, "digits", name, 4, 120.0, 0.1)
 
 
-def _annotator(db_url: str, name: str, start, results, in_python: bool = False,
-               refill_below: int | None = None) -> None:
-    "One annotator process, working as the app does: each label is submitted with the next claim."
-    from fullstack_ml import store
+def _label_of(item_id: str) -> str:
+    return str(int(item_id[:2], 16) % 10)
+
+
+def _through_the_session(session, project: str) -> int:
+    "Label as a page does, through what the widget calls per message (`answer`), until the queue is exhausted."
+    from fullstack_ml.annotate_app import answer
+
+    outbox = []
+    session.project, session.send, session.sent = project, outbox.append, set()
+    answer(session, {"type": "ready"})
+    page, done = [item["id"] for item in outbox[-1]["items"]], 0  # the item on screen, then the prefetched
+    while page:
+        seen = len(outbox)
+        item_id = page.pop(0)
+        label = _label_of(item_id)
+        answer(session, {"type": "label", "id": item_id, "label": label, "seconds": 0.5, "shown": False, "seq": done})
+        for message in outbox[seen:]:
+            if message["type"] == "notice" or (message["type"] == "ack" and message["label"] != label):
+                raise RuntimeError(f"a label was refused: {message}")  # the queue handed one item to two people
+            page += [item["id"] for item in message.get("items", [])]
+        done += 1
+    return done
+
+
+def _by_calls(engine, name: str, project: str, path: str) -> int:
+    "Label with the queue's functions alone: `submit_and_claim` (or statement by statement), holding 4 items."
     from fullstack_ml.annotate import claim, submit_and_claim
-    from fullstack_ml.store import connect, tasks
+
+    done = 0
+    while held := claim(engine, project, name, n=4):  # the item on screen and 3 prefetched
+        while held:
+            if path == "statements":
+                held = _statement_by_statement(engine, held[0], name, _label_of(held[0]))
+            else:
+                _, held = submit_and_claim(engine, project, held[0], name, _label_of(held[0]), 0.5, n=4, refill_below=2)
+            done += 1
+    return done
+
+
+def _annotator(db_url: str, name: str, start, results, path: str) -> None:
+    "One annotator process: warm up on its own project, wait for the start, label until the queue is empty."
+    from fullstack_ml import store
+    from fullstack_ml.annotate_app import AnnotationSession
+    from fullstack_ml.store import connect, open_files
 
     store._engines.clear()
     engine = connect(db_url)
-    for item_id in claim(engine, "warmup", name):  # a kernel that has been up a while: statements compiled
-        submit_and_claim(engine, "warmup", item_id, name, "0")
-    done = 0
+    refill_below = {"app": 2, "app_before": 4}.get(path)
+    session = AnnotationSession(engine, open_files(), "warmup", name, None, prefetch=3, refill_below=refill_below)
+    _through_the_session(session, "warmup")  # a kernel that has been up a while: statements compiled
     start.wait()
-    while True:
-        held = claim(engine, "digits", name, n=4)  # the item on screen and 3 prefetched
-        if not held:
-            with engine.connect() as conn:
-                if not conn.execute(sa.select(sa.func.count()).where(tasks.c.project == "digits")).scalar():
-                    break
-            time.sleep(0.01)
-            continue
-        while held:
-            item_id = held[0]
-            label = str(int(item_id[:2], 16) % 10)
-            if in_python:
-                held = _statement_by_statement(engine, item_id, name, label)
-            else:
-                _, held = submit_and_claim(engine, "digits", item_id, name, label, 0.5, n=4, refill_below=refill_below)
-            done += 1
+    if refill_below:
+        done = _through_the_session(session, "digits")
+    else:
+        done = _by_calls(engine, name, "digits", path)
     results.put((done, time.time()))
 
 
-def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, in_python: bool = False,
-                      refill_below: int | None = None) -> dict:
-    "(b): labels/s with `annotators` processes claiming and submitting on the store at `db_url`."
+def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, path: str = "app") -> dict:
+    "(b): labels/s with `annotators` processes labelling along `path` (see PATHS) on the store at `db_url`."
     from fullstack_ml import store
 
     os.environ["FSML_DB_URL"] = db_url
     store._engines.clear()
-    queue_plain_items(annotators, "warmup")
-    queue_plain_items(n_labels, "digits")
+    queue_plain_items(4 * annotators, "warmup", with_bytes=True)
+    queue_plain_items(n_labels, "digits", with_bytes=path.startswith("app"))
     store._engines.clear()
     fork = multiprocessing.get_context("fork")
     start, results = fork.Event(), fork.Queue()
-    procs = [fork.Process(target=_annotator, args=(db_url, f"a{i:02d}", start, results, in_python, refill_below)) for i in range(annotators)]
+    procs = [fork.Process(target=_annotator, args=(db_url, f"a{i:02d}", start, results, path)) for i in range(annotators)]
     for proc in procs:
         proc.start()
     time.sleep(3)  # let every process import, connect and warm up before the clock starts
+    load = os.getloadavg()[0]  # other work on the machine (the annotators are idle now)
     began = time.time()
     start.set()
     reports = [results.get(timeout=600) for _ in procs]
@@ -277,12 +312,25 @@ def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, in_pytho
         proc.join()
     total = sum(done for done, _ in reports)
     elapsed = max(end for _, end in reports) - began
-    load = os.getloadavg()[0]
+    engine = store.connect(db_url)
+    with engine.connect() as conn:  # the same work on every path: each item labelled once, by one person
+        counts = conn.execute(sa.text("SELECT count(*), count(DISTINCT item_id) FROM annotations "
+                                      "WHERE project = 'digits' AND kind = 'label'")).one()
+    if not (total == counts[0] == counts[1] == n_labels):
+        raise RuntimeError(f"{path}: {total} labels reported, {counts[0]} stored on {counts[1]} items; "
+                           f"expected {n_labels} items labelled once")
+    engine.dispose()
     return {"annotators": annotators, "labels": total, "seconds": round(elapsed, 2), "labels_per_s": round(total / elapsed),
-                "load_average": round(load, 1)}
+            "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
 
 
-REFILL = {None: "leases topped up at every label (the app today)", 2: "refill_below=2"}
+PATHS = {  # what each annotator process runs per label
+    "app": "the app's path (answer(session, message), as the widget calls it per message; refill_below=2)",
+    "app_before": "the app's path topping up at every label (the app before refill_below)",
+    "calls": "submit_and_claim alone, refill_below=2 (no session: the queue's own ceiling)",
+    "statements": "submit-and-claim statement by statement (before 03c; 1/8 of the labels)",
+}
+TARGETS = {"SQLite": 2000, "PostgreSQL": 1000}
 KERNEL_IMPORTS = ["ipykernel.kernelapp", "ipywidgets", "anywidget", "sqlalchemy", "fsspec", "PIL.Image",
                   "fullstack_ml.annotate_app"]  # what an annotator's kernel loads, in order
 AVOIDED_IMPORTS = ["pandas", "fullstack_ml.apps", "torch"]  # what it no longer loads (review pages load pandas)
@@ -307,6 +355,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="auto",
                         help="PostgreSQL URL (an empty database) for (b), 'auto' for a throwaway server, 'none' to skip")
     parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--paths", default="app,app_before,calls,statements",
+                        help=f"comma-separated paths for (b), of {', '.join(PATHS)}")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start (shared with other work)")
     with throwaway_home((*STORE_KEYS, "FSML_TOKEN")) as home:
@@ -319,27 +369,36 @@ def main() -> None:
     costs = import_costs()
     print("(c) resident MB an import adds (fresh process): " + ", ".join(
         f"{name} +{added:.0f}" + (" [avoided]" if name in AVOIDED_IMPORTS else "") for name, added, _ in costs))
+    paths = args.paths.split(",")
     with tempfile.TemporaryDirectory() as home:
         os.environ["FSML_HOME"] = home
-        for refill in (None, 2):
-            speed = labels_per_second(f"sqlite:///{home}/fsml{refill}.db", args.labels, args.annotators,
-                                      refill_below=refill)
-            print(f"(b) SQLite, {speed['annotators']} annotator processes, {REFILL[refill]}: {speed['labels']} labels "
-                  f"in {speed['seconds']} s = {speed['labels_per_s']} labels/s; target >= 2000/s: ratio "
-                  f"{speed['labels_per_s'] / 2000:.2f} (load average {speed['load_average']} on {os.cpu_count()} cores)")
+        speeds = {}
+        for path in paths:
+            if path != "statements":  # SQLite has no round trips to save
+                speeds["SQLite", path] = labels_per_second(f"sqlite:///{home}/fsml_{path}.db", args.labels,
+                                                           args.annotators, path)
+                report("SQLite", path, speeds)
         if args.postgres != "none":
             with (temporary_postgres() if args.postgres == "auto" else nullcontext(args.postgres)) as url:
-                speeds = {refill: labels_per_second(fresh_database(url, f"bench_function_{refill}".lower()), args.labels,
-                                                    args.annotators, refill_below=refill) for refill in (None, 2)}
-                before = labels_per_second(fresh_database(url, "bench_statements"), max(args.labels // 8, 100),
-                                           args.annotators, in_python=True)
-            for refill, speed in speeds.items():
-                print(f"(b) PostgreSQL, {speed['annotators']} annotator processes, one round trip per label (the "
-                      f"server-side function), {REFILL[refill]}: {speed['labels']} labels in {speed['seconds']} s = "
-                      f"{speed['labels_per_s']} labels/s; target >= 1000/s: ratio {speed['labels_per_s'] / 1000:.2f} "
-                      f"(load average {speed['load_average']}, the server on the same cores)")
-            print(f"    the same run, statement by statement (before 03c): {before['labels_per_s']} labels/s; the function "
-                  f"is {speeds[None]['labels_per_s'] / before['labels_per_s']:.1f}x (load average {before['load_average']})")
+                for path in paths:
+                    n_labels = max(args.labels // 8, 100) if path == "statements" else args.labels
+                    speeds["PostgreSQL", path] = labels_per_second(fresh_database(url, f"bench_{path}"), n_labels,
+                                                                   args.annotators, path)
+                    report("PostgreSQL", path, speeds)
+
+
+def report(backend: str, path: str, speeds: dict) -> None:
+    "Print one (b) figure: labels/s, against the target for the app's path and against the app's path otherwise."
+    speed = speeds[backend, path]
+    line = (f"(b) {backend}, {speed['annotators']} annotator processes, {PATHS[path]}: {speed['labels']} labels in "
+            f"{speed['seconds']} s = {speed['labels_per_s']} labels/s (load average {speed['load_before']} before, "
+            f"{speed['load_after']} after, on {os.cpu_count()} cores{', the server on the same cores' if backend == 'PostgreSQL' else ''})")
+    if path == "app":
+        target = TARGETS[backend]
+        line += f"; target >= {target}/s: ratio {speed['labels_per_s'] / target:.2f}"
+    elif (backend, "app") in speeds:
+        line += f"; the app's path is {speeds[backend, 'app']['labels_per_s'] / speed['labels_per_s']:.2f}x this"
+    print(line, flush=True)
 
 
 if __name__ == "__main__":
