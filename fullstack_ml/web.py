@@ -7,8 +7,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/web.html.md"""
 # %% auto #0
 __all__ = ['DEFAULT_PORTS', 'ROBOTS_AGENT', 'USER_AGENT', 'DISALLOW_ALL', 'ROBOTS_MAX_BYTES', 'RETRY_STATUSES',
            'REDIRECT_STATUSES', 'NO_AI', 'LICENCE_META', 'normalize_url', 'host_of', 'robots_from_response',
-           'fetch_robots', 'HostGate', 'Refused', 'retry_after_seconds', 'read_body', 'conditional_headers', 'Page',
-           'parse_page']
+           'fetch_robots', 'HostGate', 'Refused', 'retry_after_seconds', 'discard', 'read_body', 'conditional_headers',
+           'Page', 'parse_page']
 
 # %% ../nbs/02b_web.ipynb #2677993b
 import threading
@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import lxml.html
 import requests
+import urllib3
 from protego import Protego
 from requests.utils import requote_uri
 
@@ -140,24 +141,34 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 # %% ../nbs/02b_web.ipynb #f9c6f7f7
-def read_body(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
+def discard(response: urllib3.BaseHTTPResponse) -> None:
+    "Give up a response whose body we will not read: its connection is closed, not pooled with unread bytes."
+    response.close()
+    response.release_conn()
+
+
+def read_body(response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: float) -> bytes:
     "Stream the body, refusing it once it passes `max_bytes` or the monotonic `deadline`."
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise Refused("too large", "rejected", response.status_code)
     chunks, size = [], 0
     try:
-        for chunk in response.iter_content(64 * 1024):
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise Refused("too large", "rejected", response.status)
+        for chunk in response.stream(64 * 1024, decode_content=True):  # sizes after gzip: no compression bombs
             size += len(chunk)
             if size > max_bytes:
-                raise Refused("too large", "rejected", response.status_code)
+                raise Refused("too large", "rejected", response.status)
             if time.monotonic() > deadline:
-                raise Refused("timeout", "error", response.status_code)
+                raise Refused("timeout", "error", response.status)
             chunks.append(chunk)
-    except requests.RequestException as error:
-        raise Refused("timeout" if "timed out" in str(error) else "connection error", "error") from None
-    finally:
-        response.close()
+    except urllib3.exceptions.HTTPError as error:
+        discard(response)
+        raise Refused("timeout" if isinstance(error, urllib3.exceptions.TimeoutError) else "connection error",
+                      "error") from None
+    except Refused:
+        discard(response)
+        raise
+    response.release_conn()  # read to the end: the connection goes back to the pool for the next request
     return b"".join(chunks)
 
 # %% ../nbs/02b_web.ipynb #19d631a9
