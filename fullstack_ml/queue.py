@@ -7,10 +7,11 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/queue.html.md"""
 # %% auto #0
 __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'MAX_DEPTH', 'JOB_TTL_S', 'SQLITE_SCHEMA', 'READY', 'HELD',
            'OPTION_TYPES', 'Job', 'new_job_id', 'failure', 'QueueFull', 'lanes', 'expired', 'JobQueue', 'lane_sql',
-           'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'WakeUp', 'SQLiteQueue', 'status_record',
-           'open_queue']
+           'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'WakeUp', 'remove_if_unused',
+           'sweep_wake_folders', 'SQLiteQueue', 'status_record', 'open_queue']
 
 # %% ../nbs/07b_queue.ipynb #c1ea48db
+import asyncio
 import atexit
 import hashlib
 import json
@@ -99,22 +100,52 @@ class JobQueue:
     @contextmanager
     def keep_leases(self, consumer: str, jobs: list[Job]):
         "Renew `jobs`' leases every third of a lease while the block runs: a long batch keeps its jobs."
-        stop = threading.Event()
+        if getattr(self, "_held", None) is None:  # one heartbeat thread per queue, started once: a thread
+            self._held = {}  # started per batch costs a context switch per batch
+            threading.Thread(target=self._heartbeat, daemon=True).start()
+        key = object()
+        self._held[key] = (consumer, jobs)
+        try:
+            yield
+        finally:
+            del self._held[key]  # a renew still in flight is harmless: it is fenced (a finished job is not renewed)
 
-        def heartbeat():
-            while not stop.wait(self.lease_s / 3):
+    def _heartbeat(self) -> None:
+        while True:  # a batch held now was claimed under a full lease: a beat every third of one keeps it
+            time.sleep(self.lease_s / 3)
+            for consumer, jobs in list(self._held.values()):
                 try:
                     self.renew(consumer, jobs)
                 except Exception as error:  # a missed beat: the next one may get through before the lease ends
                     print(f"queue: cannot renew leases: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
-        beating = threading.Thread(target=heartbeat, daemon=True)
-        beating.start()
-        try:
-            yield
-        finally:
-            stop.set()  # no join: waiting for the thread to wake would add a context switch to every batch,
-            # and a renew still in flight is harmless (it is fenced: a finished job's lease is not renewed)
+    async def put_async(self, payload: bytes, meta: dict | None = None, job_id: str | None = None) -> str:
+        "`put` for an event loop: the puts that arrive while one batch is written go together in the next."
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if getattr(self, "_pending", None) is None:
+            self._pending, self._flusher = [], None  # jobs waiting for the next batch write
+        self._pending.append(((payload, meta, job_id), future))
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush())
+        outcome = await future
+        if isinstance(outcome, QueueFull):
+            raise outcome
+        return outcome
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._put_batch([job for job, _ in batch])
+            except Exception as error:
+                outcomes = [error] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes):
+                if not future.done():
+                    if isinstance(outcome, Exception) and not isinstance(outcome, QueueFull):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
 
     def complete(self, job: Job, result: dict) -> bool:
         "Store `job`'s result and acknowledge it; False when this delivery no longer holds it or it was done."
@@ -206,24 +237,51 @@ class WakeUp:
     def __init__(self, key: str, kind: str):
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.dir = Path(tempfile.gettempdir()) / f"fsml-wake-{digest}"  # short: socket paths have ~100 bytes
-        self.kind, self.listener, self.sender = kind, None, None
+        self.kind, self.listener, self.path, self.sender = kind, None, None, None
+
+    def listen(self) -> socket.socket:
+        "This process's socket, bound on first use; wake-ups sent from now on are kept until read."
+        if self.listener is None:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            path = self.dir / f"{self.kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            for _ in range(10):  # another process may remove the folder, empty, between our mkdir and bind
+                self.dir.mkdir(mode=0o700, exist_ok=True)
+                try:
+                    listener.bind(str(path))
+                    break
+                except FileNotFoundError:
+                    continue
+            listener.setblocking(False)
+            self.listener, self.path = listener, path
+            atexit.register(self.close)  # a killed process's socket goes at the next notify or sweep
+            sweep_wake_folders()
+        return self.listener
+
+    def drain(self) -> None:
+        "Forget the wake-ups received so far: many are one."
+        try:
+            while self.listener.recv(64):
+                pass
+        except BlockingIOError:
+            pass
 
     def wait(self, timeout_s: float) -> None:
         "Sleep until a `notify` of this kind, or `timeout_s`."
-        if self.listener is None:
-            self.dir.mkdir(mode=0o700, exist_ok=True)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            path = self.dir / f"{self.kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            listener.bind(str(path))
-            atexit.register(path.unlink, missing_ok=True)  # a killed process's socket goes at the next notify
-            listener.setblocking(False)
-            self.listener = listener
-        if select.select([self.listener], [], [], max(timeout_s, 0))[0]:
-            try:
-                while self.listener.recv(64):  # many wake-ups are one
-                    pass
-            except BlockingIOError:
-                pass
+        if select.select([self.listen()], [], [], max(timeout_s, 0))[0]:
+            self.drain()
+
+    async def wait_async(self, timeout_s: float) -> None:
+        "`wait` on an event loop: the loop watches the socket, no thread sleeps for it."
+        loop, listener = asyncio.get_running_loop(), self.listen()
+        woken = loop.create_future()
+        loop.add_reader(listener, lambda: woken.done() or woken.set_result(None))
+        try:
+            await asyncio.wait_for(woken, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(listener)
+        self.drain()
 
     def notify(self) -> None:
         "Wake every listener of this kind."
@@ -237,6 +295,50 @@ class WakeUp:
                 path.unlink(missing_ok=True)
             except OSError:  # its buffer is full: it is awake already
                 pass
+
+    def close(self) -> None:
+        "Remove this listener's socket, and the folder when it was the last one (`/tmp` keeps no trace)."
+        for sock in (self.listener, self.sender):
+            if sock is not None:
+                sock.close()
+        self.listener = self.sender = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+        remove_if_unused(self.dir)
+
+
+def remove_if_unused(folder: Path) -> None:
+    "Remove a wake-up folder whose sockets all belong to dead processes (a live listener keeps it)."
+    try:
+        for path in folder.iterdir():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                probe.connect(str(path))  # refused when no process holds it; sends nothing
+                return
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink(missing_ok=True)
+            finally:
+                probe.close()
+        folder.rmdir()
+    except OSError:  # gone already, or a listener bound meanwhile: it stays
+        pass
+
+
+_swept = []
+
+
+def sweep_wake_folders(older_than_s: float = 3600) -> None:
+    "Once per process: remove wake-up folders of queues nobody has listened on for `older_than_s` (killed processes')."
+    if _swept:
+        return
+    _swept.append(True)
+    for folder in Path(tempfile.gettempdir()).glob("fsml-wake-*"):
+        try:
+            if time.time() - folder.stat().st_mtime > older_than_s:
+                remove_if_unused(folder)
+        except OSError:
+            pass
 
 # %% ../nbs/07b_queue.ipynb #ea1ff995
 class SQLiteQueue(JobQueue):
@@ -275,18 +377,36 @@ class SQLiteQueue(JobQueue):
 
     def put(self, payload: bytes, meta: dict | None = None, job_id: str | None = None) -> str:
         "Add a job; return its id. Raises QueueFull when `max_depth` jobs are queued or running."
-        job_id, now = job_id or new_job_id(), time.time()
+        outcome = self.put_many([(payload, meta, job_id)])[0]
+        if isinstance(outcome, QueueFull):
+            raise outcome
+        return outcome
+
+    def put_many(self, jobs: list) -> list:
+        "Add (payload, meta, job_id) jobs in one transaction: each one's id, or QueueFull past `max_depth`."
+        now, rows, outcomes = time.time(), [], []
 
         def add(db):
             depth = db.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
-            if depth >= self.max_depth:
-                raise QueueFull(depth)
-            db.execute("INSERT INTO jobs (id, payload, meta, status, enqueued_at, updated_at) "
-                       "VALUES (?, ?, ?, 'queued', ?, ?)", (job_id, payload, json.dumps(meta or {}), now, now))
+            for payload, meta, job_id in jobs:
+                if depth >= self.max_depth:
+                    outcomes.append(QueueFull(depth))
+                    continue
+                job_id = job_id or new_job_id()
+                rows.append((job_id, payload, json.dumps(meta or {}), now, now))
+                outcomes.append(job_id)
+                depth += 1
+            db.executemany("INSERT INTO jobs (id, payload, meta, status, enqueued_at, updated_at) "
+                           "VALUES (?, ?, ?, 'queued', ?, ?)", rows)
 
         self._write(add)
-        self.workers.notify()
-        return job_id
+        if rows:
+            self.workers.notify()
+        return outcomes
+
+    async def _put_batch(self, jobs: list) -> list:
+        "One thread call, one transaction, one wake-up for the lot."
+        return await asyncio.get_running_loop().run_in_executor(None, self.put_many, jobs)
 
     def _take(self, consumer: str, max_jobs: int, wait_s: float, models: list | None = None) -> list[Job]:
         deadline = time.monotonic() + wait_s
@@ -336,6 +456,18 @@ class SQLiteQueue(JobQueue):
     def wait_finished(self, timeout_s: float) -> None:
         "Sleep until a worker finishes or fails a job, or `timeout_s` (the API's result waiter)."
         self.waiters.wait(timeout_s)
+
+    async def finished_async(self, cursor: int, wanted, timeout_s: float) -> tuple[int, dict[str, dict]]:
+        "`finished_since`, on the event loop, waiting up to `timeout_s` for a worker's wake-up when nothing is new."
+        self.waiters.listen()  # first: a job finishing after the read below still wakes us
+        cursor, found = self.finished_since(cursor, wanted)  # a read in WAL mode does not wait for writers
+        if found:
+            return cursor, found
+        await self.waiters.wait_async(timeout_s)
+        return self.finished_since(cursor, wanted)
+
+    async def results_async(self, job_ids: list[str]) -> dict[str, dict]:
+        return self.results(job_ids)
 
     def purge(self) -> None:
         "Forget expired results and finished jobs older than the time to live."

@@ -182,3 +182,24 @@ def test_a_stale_worker_can_neither_complete_nor_retry_nor_renew_a_job_another_w
     assert current_queue.results([job_id]) == {job_id: {"by": "w2"}}
     assert current_queue.dead_letters() == []
     assert current_queue.stats()["running"] == 0
+
+
+def test_the_wake_up_folder_is_removed_when_its_last_listener_ends_even_after_a_killed_one(tmp_path):
+    "Each SQLite queue's listeners bind sockets in a folder of /tmp: it must not outlive them (a crash included)."
+    import signal
+    import subprocess
+    import sys
+
+    from fullstack_ml.queue import WakeUp
+
+    listen = ("import sys, time; from fullstack_ml.queue import SQLiteQueue; q = SQLiteQueue(sys.argv[1]); "
+              "q.workers.wait(0); q.waiters.wait(0); print('listening', flush=True); time.sleep(float(sys.argv[2]))")
+    path = str(tmp_path / "queue.db")
+    folder = WakeUp(path, "worker").dir
+    killed = subprocess.Popen([sys.executable, "-c", listen, path, "60"], stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "listening"
+    assert len(list(folder.iterdir())) == 2
+    killed.send_signal(signal.SIGKILL)  # no atexit: its sockets stay behind
+    killed.wait()
+    subprocess.run([sys.executable, "-c", listen, path, "0"], check=True, capture_output=True)
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())

@@ -322,7 +322,7 @@ def test_a_queue_that_cannot_take_jobs_gives_503_json_not_a_crash(fsml_home):
     def broken_put(*args, **kwargs):
         raise OSError("disk gone")
 
-    app.state.queue.put = broken_put
+    app.state.queue.put = app.state.queue.put_many = broken_put  # every write fails, one or many jobs
     response = TestClient(app).post("/v1/predict", content=digit_png(1))
     assert response.status_code == 503 and response.json()["error"]["code"] == "queue_unavailable"
 
