@@ -2,12 +2,27 @@
 
 Both crawl the same site (served by `fsml demo-site`, the gallery, in its own process), with delay 0, the same concurrency
 (in all and per host), the same page and depth limits, obeying robots.txt and rel="nofollow". Both download
-every image, check it decodes with Pillow and hash it; ours also stores it with its provenance
-(perceptual hashes, database rows, content-addressed blob), Scrapy's writes the bytes to a folder.
+every image, check it decodes with Pillow and hash it; ours also does all its usual work per image (size, type and
+decompression-bomb checks, a decode shrunk to 256 px, pHash and near-duplicate signature and search, weak label,
+provenance rows, a content-addressed blob made durable before its row), Scrapy's writes the bytes to a folder.
+The script checks that both fetched the same page and image URLs in every run, and reads every blob back.
 
-    python benchmarks/collect.py [--concurrency 8] [--images 1797] [--max-pages 40] [--repeat 2]
+    python benchmarks/collect.py [--concurrency 8] [--images 1797] [--max-pages 40] [--repeat 3]
 
 Scrapy is a benchmark-only dependency (`pip install scrapy`); without it only our figures are printed.
+
+Target (issue #18): >= 1.5x Scrapy's images/s. Images/s on 2 cores shared with other work moves with the load
+(Scrapy's one thread loses more to a busy machine than our eight), so the CPU milliseconds each spends per image
+are printed beside it, and their ratio is the steadier figure.
+
+Figures (best of 3, 1,819 image fetches, concurrency 8), and what changed them:
+- before (issue #18, quiet machine): 340 images/s against Scrapy's 482: 0.71x.
+- the near-duplicate search moved to the fetching thread (the loop only compares rows added since: it had waited
+  1-2 s per crawl to get the interpreter back after each full matrix product), each caption's weak label read once,
+  a finished fetch reaching the loop through a queue instead of a wait re-armed on every running future, and pages
+  and images fetched through urllib3 directly instead of requests (~0.25 ms less interpreter time per image):
+  CPU per image about 2.0 -> 1.5 ms.
+- RESULT_PLACEHOLDER
 """
 import argparse
 import json
@@ -134,6 +149,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import free_port, stop, wait_for_port
 
+    load_before = os.getloadavg()[0]
     port = free_port()
     fsml = Path(sys.executable).parent / "fsml"
     server = subprocess.Popen([str(fsml), "demo-site", "--port", str(port), "--images", str(args.images)],
@@ -153,8 +169,8 @@ def main() -> None:
         stop(server)
 
     print(f"demo gallery: {args.images} digits; concurrency {args.concurrency}, delay 0, max_pages {args.max_pages}, "
-          f"max_depth {args.max_depth}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores")
+          f"max_depth {args.max_depth}; best of {args.repeat}; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores")
     best = {}
     for name, results in runs.items():
         if not results:
@@ -180,7 +196,8 @@ def main() -> None:
     ratio = best["fullstack_ml"]["images_per_s"] / best["scrapy"]["images_per_s"]
     print(f"ratio fullstack_ml / scrapy: {ratio:.2f}x images/s, "
           f"{best['fullstack_ml']['pages_per_s'] / best['scrapy']['pages_per_s']:.2f}x pages/s "
-          f"({'at least as fast' if ratio >= 1 else 'slower'})")
+          f"({'meets' if ratio >= 1.5 else 'misses'} the 1.5x target); CPU per image, Scrapy's / ours (best runs): "
+          f"{(best['scrapy']['cpu_seconds'] / best['scrapy']['images']) / (best['fullstack_ml']['cpu_seconds'] / best['fullstack_ml']['images']):.2f}x")
 
 
 if __name__ == "__main__":

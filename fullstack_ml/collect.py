@@ -146,9 +146,10 @@ def pool_for(crawler: Crawler, url: str) -> urllib3.PoolManager:
 
 def allowed(crawler: Crawler, url: str) -> str | None:
     "Why `url` may not be fetched (off-host, robots.txt), or None when it may."
-    if host_of(url) not in crawler.hosts:
+    host = host_of(url)
+    if host not in crawler.hosts:
         return "off-host"
-    return None if _rules_for(crawler, host_of(url)).can_fetch(url, ROBOTS_AGENT) else "robots.txt"
+    return None if _rules_for(crawler, host).can_fetch(url, ROBOTS_AGENT) else "robots.txt"
 
 # %% ../nbs/02_collect.ipynb #b6d02b34
 def _request(crawler: Crawler, url: str, headers: dict) -> urllib3.BaseHTTPResponse:
