@@ -133,9 +133,32 @@ async def _load(url: str, bodies: list, clients: int, seconds: float, json_body:
         return latencies, errors, time.perf_counter() - start
 
 
+ANSWERS = {}  # system -> the label it gave each image, sent once each: every peer must do the same work
+
+
+def expected_labels(images: list) -> list[str]:
+    "The labels of the model in process: what every server must answer."
+    from fullstack_ml import registry
+    from fullstack_ml.worker import decode_small, predict_batch
+
+    model = registry.load("digits@production")
+    return [p["label"] for p in predict_batch(model, [decode_small(b) for b in images])]
+
+
+def answers_of(url: str, bodies: list, json_body: bool) -> list[str]:
+    import requests
+
+    labels = []
+    for body in bodies:
+        reply = requests.post(url, **({"json": body} if json_body else {"data": body}), timeout=60).json()
+        labels.append((reply[0] if isinstance(reply, list) else reply)["label"])  # BentoML answers a list
+    return labels
+
+
 def bench_http(name: str, url: str, images: list, seconds: float, json_body: bool = False) -> list[dict]:
     bodies = [{"images": [base64.b64encode(b).decode()]} for b in images] if json_body else images
     asyncio.run(_load(url, bodies, 4, 1.0, json_body, {}))  # warm up
+    ANSWERS[name] = answers_of(url, bodies, json_body)
     rows = []
     for clients in LEVELS:
         latencies, errors, took = asyncio.run(_load(url, bodies, clients, seconds, json_body, {}))
@@ -236,6 +259,7 @@ def main():
         os.environ.pop(key, None)
     os.environ.update(env)
     images, rows, notes, only = make_images(), [], [], set(args.only.split(","))
+    load_at_start = os.getloadavg()  # a shared machine: say how busy it was
     print(f"model {publish_model()} in {home}; {os.cpu_count()} CPUs; {args.seconds}s per level; ours: "
           f"{args.workers} worker(s), batch {args.batch_size}, max delay {args.max_delay_ms} ms", flush=True)
     try:
@@ -292,8 +316,18 @@ def main():
                 stop([bento])
         else:
             notes.append("BentoML: not installed (pip install bentoml, benchmark only), skipped")
+        expected = expected_labels(images)
+        for name, labels in ANSWERS.items():  # the same model, the same images: the same answers, or unfair
+            wrong = sum(a != b for a, b in zip(labels, expected))
+            if wrong or len(labels) != len(expected):
+                raise SystemExit(f"{name} answered {wrong} of {len(expected)} images differently from the model "
+                                 "in process: the peers did not do the same work")
+        notes.append(f"same work checked: {', '.join(ANSWERS)} each answered the {len(images)} images with the "
+                     "labels of the model in process")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    notes.append("load average (1, 5, 15 min) at start %.1f %.1f %.1f, at end %.1f %.1f %.1f" % (*load_at_start,
+                                                                                               *os.getloadavg()))
     report(rows, notes, args.json_path)
 
 
