@@ -5,34 +5,24 @@
     after the new image was painted). The annotator's pace is simulated: each key waits until the page has a
     prefetched item, as it does for a person (the kernel refills the queue in tens of ms; people take ~1 s).
     Target: p95 <= 50 ms.
-(b) labels/s with 16 concurrent annotator processes on the store: each holds 4 items (the app's prefetch) and,
-    like the app, submits each label together with the claim of the next item, until the queue is empty.
-    Measured twice on each backend in the same run: topping the leases back up to 4 at every label (what the app
-    does today) and with `refill_below=2` (the queue is searched only when fewer than 2 items are held: one search
-    per ~3 labels). Targets: >= 2,000 labels/s on SQLite, >= 1,000 on PostgreSQL (a throwaway server by default;
-    `--postgres URL` for yours), where the same run also measures the statement-by-statement path the function
-    replaced (on 1/8 of the labels: it is slow).
+(b) labels/s with 16 concurrent annotator processes on the store, each on **the app's own path**: what the
+    widget calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (prefetch 3,
+    refill_below 2), with the page simulated: it labels the item on screen, keeps the items the kernel sends and
+    checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it costs in
+    an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack's
+    read-back of the stored label, and, every ~3 labels, the refill (queue search, the new items' rows and image
+    bytes, their suggestions, the queue's count). Not measured: the widget's websocket and the browser (see (a)).
+    Beside it, on fresh databases with the same items, the same run measures the app's path topping up at every
+    label (refill_below=4: what the app did before), `submit_and_claim` alone (no session: the queue's ceiling,
+    what this benchmark measured before and called the app's path) and, on PostgreSQL, statement by statement
+    (1/8 of the labels). Each run checks that every item was labelled exactly once and no label was refused.
+    Each figure prints the CPU the annotator processes spent per label and the load average before and after.
+    Targets: >= 2,000 labels/s on SQLite, >= 1,000 on PostgreSQL (a throwaway server on the same cores by
+    default; `--postgres URL` for yours).
 
-Figures for (b), one run of the six in a row on the shared 2-core machine (another engineer's work and CI on the
-same cores; load average in brackets), 16 annotators, 8,000 labels per run, labels/s (PostgreSQL x before):
+Figures for (b): FINAL_FIGURES
 
-    code                                                        SQLite        PostgreSQL
-    before (644eab8): the function tops up at every label       997 [5.8]     274 [14.7]
-    after (#18), topping up at every label (the app today)      1,194 [5.9]   676 [16.6]   (2.5x)
-    after (#18), refill_below=2                                 1,340 [6.9]   989 [16.3]   (3.6x)
-
-and `python benchmarks/annotate.py --skip-browser` right after (load 12-15): SQLite 1,365 topping up at every
-label and 1,937 with refill_below=2 (ratio 0.97); PostgreSQL 669 and 1,038 (ratio 1.04); the statement-by-statement
-path 162 (the function 4.1x).
-
-On PostgreSQL the server's work per label set the pace (client Python ~0.3-0.4 ms, the call one round trip):
-one process measured 2.1 ms per call before, 1.2 ms after, most of it the queue search and its re-check
-(0.44 and 0.42 ms, each a seq scan of `annotations` from an anti-join planned on stale statistics; 0.06 and
-0.05 ms as per-row index probes), and `claim` itself took ~73 ms on the per-row-count plan. On SQLite the
-commit is a third of a label (0.18 of 0.6 ms, one process; WAL, synchronous=NORMAL) and writers queue on one
-lock, so 2,000/s needs several labels per transaction (a batch submit), which the app does not yet have.
-
-Run from the repo root:  python benchmarks/annotate.py [--items 200] [--labels 8000] [--postgres URL]
+Run from the repo root:  python benchmarks/annotate.py [--items 200] [--labels 8000] [--postgres URL] [--paths ...]
 """
 import argparse
 import io
@@ -282,11 +272,12 @@ def _annotator(db_url: str, name: str, start, results, path: str) -> None:
     session = AnnotationSession(engine, open_files(), "warmup", name, None, prefetch=3, refill_below=refill_below)
     _through_the_session(session, "warmup")  # a kernel that has been up a while: statements compiled
     start.wait()
+    cpu = time.process_time()
     if refill_below:
         done = _through_the_session(session, "digits")
     else:
         done = _by_calls(engine, name, "digits", path)
-    results.put((done, time.time()))
+    results.put((done, time.time(), time.process_time() - cpu))
 
 
 def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, path: str = "app") -> dict:
@@ -310,8 +301,8 @@ def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, path: st
     reports = [results.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    total = sum(done for done, _ in reports)
-    elapsed = max(end for _, end in reports) - began
+    total = sum(done for done, _, _ in reports)
+    elapsed = max(end for _, end, _ in reports) - began
     engine = store.connect(db_url)
     with engine.connect() as conn:  # the same work on every path: each item labelled once, by one person
         counts = conn.execute(sa.text("SELECT count(*), count(DISTINCT item_id) FROM annotations "
@@ -321,6 +312,7 @@ def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, path: st
                            f"expected {n_labels} items labelled once")
     engine.dispose()
     return {"annotators": annotators, "labels": total, "seconds": round(elapsed, 2), "labels_per_s": round(total / elapsed),
+            "cpu_ms": round(1000 * sum(cpu for _, _, cpu in reports) / total, 2),  # the annotators' own, per label
             "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
 
 
@@ -391,7 +383,8 @@ def report(backend: str, path: str, speeds: dict) -> None:
     "Print one (b) figure: labels/s, against the target for the app's path and against the app's path otherwise."
     speed = speeds[backend, path]
     line = (f"(b) {backend}, {speed['annotators']} annotator processes, {PATHS[path]}: {speed['labels']} labels in "
-            f"{speed['seconds']} s = {speed['labels_per_s']} labels/s (load average {speed['load_before']} before, "
+            f"{speed['seconds']} s = {speed['labels_per_s']} labels/s, {speed['cpu_ms']} ms CPU a label in the annotator "
+            f"processes{' (not the server)' if backend == 'PostgreSQL' else ''} (load average {speed['load_before']} before, "
             f"{speed['load_after']} after, on {os.cpu_count()} cores{', the server on the same cores' if backend == 'PostgreSQL' else ''})")
     if path == "app":
         target = TARGETS[backend]
