@@ -355,17 +355,20 @@ class SQLiteQueue(JobQueue):
         self.workers, self.waiters = WakeUp(self.path, "worker"), WakeUp(self.path, "api")
         self._db().executescript(SQLITE_SCHEMA)
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
+    def _db(self, wait: bool = True) -> sqlite3.Connection:
+        "This thread's connection; `wait=False`: one that gives up at once when another holds the write lock."
+        name = "db" if wait else "db_no_wait"
+        db = getattr(self._local, name, None)
         if db is None:
-            db = self._local.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=60000"):
+            db = sqlite3.connect(self.path, timeout=60 if wait else 0, isolation_level=None, check_same_thread=False)
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={60000 if wait else 0}"):
                 db.execute(f"PRAGMA {pragma}")
+            setattr(self._local, name, db)
         return db
 
-    def _write(self, work):
+    def _write(self, work, wait: bool = True):
         "Run `work(db)` in BEGIN IMMEDIATE ... COMMIT and return what it returns."
-        db = self._db()
+        db = self._db(wait)
         db.execute("BEGIN IMMEDIATE")
         try:
             value = work(db)
@@ -382,7 +385,7 @@ class SQLiteQueue(JobQueue):
             raise outcome
         return outcome
 
-    def put_many(self, jobs: list) -> list:
+    def put_many(self, jobs: list, wait: bool = True) -> list:
         "Add (payload, meta, job_id) jobs in one transaction: each one's id, or QueueFull past `max_depth`."
         now, rows, outcomes = time.time(), [], []
 
@@ -399,13 +402,19 @@ class SQLiteQueue(JobQueue):
             db.executemany("INSERT INTO jobs (id, payload, meta, status, enqueued_at, updated_at) "
                            "VALUES (?, ?, ?, 'queued', ?, ?)", rows)
 
-        self._write(add)
+        self._write(add, wait)
         if rows:
             self.workers.notify()
         return outcomes
 
     async def _put_batch(self, jobs: list) -> list:
-        "One thread call, one transaction, one wake-up for the lot."
+        "One transaction, one wake-up for the lot: in one thread call, or for a few jobs on the loop when it is free."
+        if len(jobs) <= 4:  # low load: a thread hop would cost more than the write; never wait for the lock here
+            try:
+                return self.put_many(jobs, wait=False)
+            except sqlite3.OperationalError as error:  # a worker holds the write lock: wait for it in a thread
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
         return await asyncio.get_running_loop().run_in_executor(None, self.put_many, jobs)
 
     def _take(self, consumer: str, max_jobs: int, wait_s: float, models: list | None = None) -> list[Job]:
