@@ -358,7 +358,7 @@ def test_crawl_delay_from_robots_is_honoured(tmp_path):
               **dict(LIMITS, concurrency=4))
         starts = sorted(t for p, _, t in site.log if p != "/robots.txt")
         assert len(starts) == 4
-        assert starts[-1] - starts[0] >= 3 * 0.3 - 0.05  # loose per gap: a loaded server logs late
+        assert starts[-1] - starts[0] >= 3 * 0.3 - 0.15  # loose: a loaded server logs late (0.82 s seen at load 10); none would be ~0
         assert min(b - a for a, b in pairwise(starts)) >= 0.15
     finally:
         site.shutdown()
