@@ -1,9 +1,9 @@
 """Many annotators on one machine (issue 18): N annotator pages at once, in headless Chromium, against one Voila server.
 
 Each page is a person with their own credential (so their own kernel), who looks at the image for a while (a human
-pace: `--pace` seconds on average, uniformly 0.5x to 1.5x), presses a label key, and goes on, `--labels` times.
-People arrive at random, `--ramp` seconds apart on average (a Poisson process, seeded), as they do in the morning,
-not all in the same second. The script prints:
+pace: `--pace` seconds on average, uniformly 0.5x to 1.5x), presses a label key, and goes on until everyone has
+arrived, then `--labels` more, so that for the last stretch all N pages are at work at once. People arrive at random,
+`--ramp` seconds apart on average (a Poisson process, seeded), as they do in the morning, not all in the same second. The script prints:
 - key -> next image painted, p50/p95/max over every key of every page, measured in the page: `performance.now()` at
   the keydown, then an animation frame and a message (it runs once the frame showing the new image is painted:
   `window.__fsmlPainted`); beside it the older measure, the second animation frame (`__fsmlPaints`, up to a frame
@@ -16,7 +16,7 @@ not all in the same second. The script prints:
   machine may be shared;
 - pages that never showed an image within `--load-timeout` seconds, and what they said instead.
 
-Run from the repo root:  python benchmarks/annotate_pages.py [--pages 50] [--labels 20] [--pace 1.5] [--ramp 3]
+Run from the repo root:  python benchmarks/annotate_pages.py [--pages 50] [--labels 10] [--pace 1.5] [--ramp 4]
 On a loaded machine run it at a smaller --pages and say so: the figures are per page and per kernel.
 """
 import argparse
@@ -54,8 +54,8 @@ def percentile(values: list, q: float) -> float:
 
 
 async def annotator(browser, url: str, labels: int, pace_s: float, seed: int, delay_s: float,
-                    load_timeout_s: float, opened: list) -> dict:
-    "One person: open the page, then `labels` times look for a while and press a key; what their page measured."
+                    load_timeout_s: float, opened: list, arrived: list, everyone: int) -> dict:
+    "One person: open the page, then look for a while and press a key until all have arrived and `labels` more."
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     rng = random.Random(seed)
@@ -63,17 +63,22 @@ async def annotator(browser, url: str, labels: int, pace_s: float, seed: int, de
     context = await browser.new_context(viewport={"width": 900, "height": 760})
     page = await context.new_page()
     started = time.perf_counter()
+    step = "Voila's page never finished loading"
     try:
         await page.goto(url, timeout=load_timeout_s * 1000)
+        step = "the page loaded but showed no item"
         await page.wait_for_selector(SHOWN, timeout=load_timeout_s * 1000)
     except PlaywrightTimeout:  # counted and described, not fatal: the others' figures still stand
         said = " ".join((await page.inner_text("body")).split())[:200]
+        arrived.append(time.time())
         await context.close()
-        return {"failed": f"no image after {load_timeout_s} s; the page said: {said!r}"}
+        return {"failed": f"no image after {load_timeout_s} s ({step}); the page said: {said!r}"}
     load_s = time.perf_counter() - started
     opened.append(time.time())
-    empty_queue, pressed_at = 0, []
-    for _ in range(labels):
+    arrived.append(time.time())
+    empty_queue, pressed_at, given = 0, [], 0
+    while len(arrived) < everyone or given < labels:  # all at work at once: on until the last has arrived
+        given += len(arrived) == everyone
         await asyncio.sleep(pace_s * rng.uniform(0.5, 1.5))  # a person looks, then decides
         if await page.get_attribute(ROOT, "data-queued") == "0":
             empty_queue += 1  # no next image waiting in the page: this key will wait for the kernel
@@ -96,21 +101,26 @@ async def annotator(browser, url: str, labels: int, pace_s: float, seed: int, de
             "pressed_at": pressed_at, "done": counts[0], "saving": counts[1], "refused": counts[2]}
 
 
-async def drive(port: int, tokens: list, labels: int, pace_s: float, ramp_s: float, load_timeout_s: float) -> list:
+def arrivals(pages: int, ramp_s: float) -> list:
+    "Seconds after the start at which each person opens the page: random, `ramp_s` apart on average (Poisson)."
+    rng, delays, at = random.Random(pages), [], 0.0
+    for _ in range(pages):
+        delays.append(at)
+        at += rng.expovariate(1 / ramp_s) if ramp_s > 0 else 0
+    return delays
+
+
+async def drive(port: int, tokens: list, labels: int, pace_s: float, delays: list, load_timeout_s: float) -> list:
     "All annotators at once in one headless Chromium (Debian's, not a downloaded one)."
     from playwright.async_api import async_playwright
 
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=executable, headless=True, args=BROWSER_ARGS)
-        arrivals = random.Random(len(tokens))  # people arrive at random, ramp_s apart on average (a Poisson process)
-        delays, at = [], 0.0
-        for _ in tokens:
-            delays.append(at)
-            at += arrivals.expovariate(1 / ramp_s) if ramp_s > 0 else 0
-        opened = []
+        opened, arrived = [], []
         people = [annotator(browser, f"http://127.0.0.1:{port}/?token={token}", labels, pace_s, seed, delay,
-                            load_timeout_s, opened) for seed, (token, delay) in enumerate(zip(tokens, delays))]
+                            load_timeout_s, opened, arrived, len(tokens))
+                  for seed, (token, delay) in enumerate(zip(tokens, delays))]
         results = await asyncio.gather(*people)
         await browser.close()
     return results, opened
@@ -141,7 +151,9 @@ def run(pages: int, labels: int, pace_s: float, ramp_s: float, load_timeout_s: f
     from fullstack_ml.auth import add_user
     from fullstack_ml.store import connect
 
-    make_items(pages * (labels + 5) + 20)  # each page holds its item and 3 prefetched ones
+    delays = arrivals(pages, ramp_s)
+    waiting = sum(delays[-1] - delay for delay in delays) / pace_s  # labels given while others still arrive
+    make_items(int(pages * (labels + 5) + 1.5 * waiting) + 20)  # each page holds its item and 3 prefetched ones
     tokens = [add_user(connect(), f"annotator-{i:02d}", "annotator") for i in range(pages)]
     port = free_port()
     fsml = Path(sys.executable).parent / "fsml"
@@ -160,7 +172,7 @@ def run(pages: int, labels: int, pace_s: float, ramp_s: float, load_timeout_s: f
         load_samples, sampling = [], threading.Event()
         sampler = threading.Thread(target=sample_load, args=(load_samples, sampling), daemon=True)
         sampler.start()
-        results, opened = asyncio.run(drive(port, tokens, labels, pace_s, ramp_s, load_timeout_s))
+        results, opened = asyncio.run(drive(port, tokens, labels, pace_s, delays, load_timeout_s))
         sampling.set()
         elapsed = time.time() - started
         kernels = kernel_rss_mb(server.pid)  # after the labels: the kernels as they run, not as they start
@@ -178,7 +190,7 @@ def run(pages: int, labels: int, pace_s: float, ramp_s: float, load_timeout_s: f
     steady = [ms for result in results for at, ms in zip(result["pressed_at"], result["painted_ms"]) if at > all_open]
     loads = [result["load_s"] for result in results]
     return {
-        "pages": pages, "pages_failed": len(failed), "failures": sorted(set(failed))[:3], "labels_per_page": labels,
+        "pages": pages, "pages_failed": len(failed), "failures": sorted(set(failed))[:3], "labels_after_all": labels,
         "pace_s": pace_s, "ramp_s": ramp_s, "keys": len(painted),
         "paint_p50_ms": percentile(painted, 0.5), "paint_p95_ms": percentile(painted, 0.95),
         "paint_max_ms": round(max(painted), 1),
@@ -200,9 +212,9 @@ def run(pages: int, labels: int, pace_s: float, ramp_s: float, load_timeout_s: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=50, help="annotator pages open at once")
-    parser.add_argument("--labels", type=int, default=20, help="labels each annotator gives")
+    parser.add_argument("--labels", type=int, default=10, help="labels each gives once all have arrived")
     parser.add_argument("--pace", type=float, default=1.5, help="mean seconds a person looks before a key")
-    parser.add_argument("--ramp", type=float, default=3.0,
+    parser.add_argument("--ramp", type=float, default=4.0,
                         help="mean seconds between two people opening the page (random arrivals)")
     parser.add_argument("--load-timeout", type=float, default=600, help="seconds a page may take to show an image")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -212,8 +224,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['pages']} annotator pages on one Voila server, {result['labels_per_page']} labels each at ~"
-          f"{result['pace_s']} s per label, arriving {result['ramp_s']} s apart on average ({result['cores']} cores, "
+    print(f"{result['pages']} annotator pages on one Voila server, labelling at ~"
+          f"{result['pace_s']} s per label, arriving {result['ramp_s']} s apart on average, each on until "
+          f"all have arrived and {result['labels_after_all']} labels more ({result['cores']} cores, "
           f"load average {result['load_average_before']} before, {result['load_average_during']} during (min, max), "
           f"{result['load_average_after']} after; shared machine)")
     print(f"key -> next image painted over {result['keys']} keys: p50 {result['paint_p50_ms']} ms, p95 "
