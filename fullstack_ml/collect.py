@@ -7,18 +7,20 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/collect.html.md"""
 # %% auto #0
 __all__ = ['REQUEST_HEADERS', 'ITEM_FIELDS', 'parse_weak_label', 'CrawlLimits', 'Crawler', 'environment_for', 'pool_for',
            'allowed', 'fetch', 'fetch_page', 'fetch_image', 'schedule', 'handle', 'run_task', 'run_crawl', 'report',
-           'crawl_vocabulary', 'crawl', 'collect_command', 'list_items', 'ItemsGroup', 'items_command', 'run_collect',
-           'show_items', 'show_refusals']
+           'crawl_vocabulary', 'crawl', 'collect_command', 'list_items', 'ItemsGroup', 'items_command', 'serving',
+           'run_collect', 'show_items', 'show_refusals']
 
 # %% ../nbs/02_collect.ipynb #f31851e8
 import io
 import os
 import re
+import signal
 import sys
 import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from urllib.parse import urlsplit
@@ -485,6 +487,27 @@ def items_command(ctx, project, as_json):
     emit(rows, as_json, text)
 
 # %% ../nbs/02_collect.ipynb #50415c8d
+@contextmanager
+def serving(site: DemoSite):
+    "Serve `site` from a forked copy of this process while the block runs (its handlers then take no turns on the crawl's interpreter lock); a thread where there is no fork."
+    if not hasattr(os, "fork"):
+        with site:
+            yield site
+        return
+    child = os.fork()
+    if child == 0:  # the copy: serve until killed, never run the caller's code
+        try:
+            site.serve_forever()
+        finally:
+            os._exit(0)
+    try:
+        yield site
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        site.server_close()
+
+
 def run_collect(start_urls: list | None = None, max_pages: int = CrawlLimits.max_pages,
                 max_depth: int = CrawlLimits.max_depth, delay: float = CrawlLimits.delay,
                 concurrency: int = CrawlLimits.concurrency, demo_images: int | None = None,
@@ -502,7 +525,7 @@ def run_collect(start_urls: list | None = None, max_pages: int = CrawlLimits.max
         site = DemoSite(DEMO_PORT, demo_images, project=project)
     except OSError:  # taken (another demo site, another program): any free port will do
         site = DemoSite(0, demo_images, project=project)
-    with site:
+    with serving(site):
         result = crawl([site.url], limits, synonyms=site.synonyms, project=project)
     return dict(result, demo_site=True, demo_images=demo_images, project=project)
 
