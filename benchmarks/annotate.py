@@ -20,41 +20,45 @@
     Targets: >= 2,000 labels/s on SQLite, >= 1,000 on PostgreSQL (a throwaway server on the same cores by
     default; `--postgres URL` for yours).
 
-Figures for (b): one measured run (`flock` on the bench lock, `--skip-browser --labels 4000`) on the
-shared 2-core machine, 16 annotators, 18:04 UTC; load average from other engineers' work 5.2 at the start, 5.4-13.5
-around the figures (the annotators and the PostgreSQL server add their own while they run). labels/s, and the CPU
-the annotator processes spent per label (PostgreSQL: not counting the server's, on the same cores):
+Figures for (b): the last measured run (`flock` on the bench lock, `--skip-browser --labels 4000`) on the shared
+2-core machine, 16 annotators, 18:15 UTC; load average from other engineers' work 5.4 at the start, 5.5-6.6 around
+the SQLite figures and 6.8-15.2 around PostgreSQL's (the annotators and the server add their own while they run).
+labels/s, and the CPU the annotator processes spent per label (PostgreSQL: not counting the server's, on the same
+cores):
 
     path                                                        SQLite                PostgreSQL
-    the app's path, refill_below=2 (the app now)                519  (1.16 ms)        290 (2.61 ms)
-    the app's path, topping up at every label (the app before)  370  (1.74 ms)        207 (3.58 ms)
-    submit_and_claim alone (what this benchmark measured)       931  (0.59 ms)        1,098 (0.32 ms)
-    statement by statement (before 03c; 500 labels)             -                     236 (2.93 ms)
+    the app's path, refill_below=2 (the app now)                1,025 (0.89 ms)       165 (1.56 ms)
+    the app's path, topping up at every label (the app before)  606   (1.49 ms)       173 (2.53 ms)
+    submit_and_claim alone (what this benchmark measured)       2,265 (0.37 ms)       1,079 (0.28 ms)
+    statement by statement (before 03c; 500 labels)             -                     146 (3.26 ms)
 
-Targets missed through the app's path: SQLite 519 against 2,000 (0.26), PostgreSQL 290 against 1,000 (0.29), at
-that load. The queue alone reaches them, or nearly (PostgreSQL 1,098: 1.10; SQLite 931 here, 1,423-1,660 in
-development runs at load 7-8). The figures reported before for "the app's path" (PostgreSQL 676, 1,038 with
-refill_below; SQLite 1,194 / 1,937) were `submit_and_claim` alone: the app's real path was measured for the first
-time here, and at first (17:33, load 5.5, 3,000 labels, before the changes below except refill_below) it did 333
-labels/s on SQLite against 1,426 for the call alone.
+Targets missed through the app's path: SQLite 1,025 against 2,000 (0.51), PostgreSQL 165 against 1,000 (0.17).
+The queue alone meets both (2,265: 1.13; 1,079: 1.08). A run 11 minutes earlier at load 5-13 gave 519 / 290
+through the app and 931 / 1,098 alone: on this machine the figures move by 2x with other people's load, so
+compare within a run. The figures reported before for "the app's path" (PostgreSQL 676, 1,038 with refill_below;
+SQLite 1,194 / 1,937) were `submit_and_claim` alone: the app's real path was measured for the first time here,
+and at first (17:33, load 5.5, 3,000 labels, with refill_below but before the changes below) it did 333 labels/s
+on SQLite against 1,426 for the call alone.
 
 What changed the app's path (#18): the app passes refill_below=2, and a label that needs no refill sends nothing
-(1.40x against topping up at every label, in the run above); the page's reads run prebuilt statements (one process,
-CPU: the items' rows 1.01 -> 0.24 ms a refill, suggestions 0.52 -> 0.13, queue_counts one statement 0.45 -> 0.29) and
-so does the ack's read-back of the stored label at every label (built each time it cost ~1.3 ms CPU a label, as much
-as all the rest); on PostgreSQL those reads run on autocommit connections (no BEGIN/ROLLBACK round trips); on SQLite
-the queue transaction takes its pooled connection before joining the writers' line, and a claim renews leases only
-when one is due (0.22 -> 0.20 ms CPU held under the lock per label). Where the rest goes: per label the app does the
-submit-and-claim (SQLite 0.24 ms CPU in one process, almost all of it under the writers' lock, a third of that the
-WAL commit; PostgreSQL one round trip), the ack's read-back and a third of a refill, each read a pooled SQLAlchemy
-connection (on PostgreSQL a ping at checkout, ~0.25 ms CPU a read in one process against 0.03 for the same SELECT on
-a raw psycopg connection). With 16 annotators labelling flat out on two shared cores the processes outside the lock
-take the CPU the one holding it needs: the call alone gets 0.59 ms CPU a label, the app's path 1.16. What would
-lift it: the ack from the submit's own result instead of a second read (it already returns the id of the row it
-wrote), the refill's three reads in one statement, and reads on the raw connection 03c holds. Durability is
-unchanged: one commit per label (SQLite WAL with synchronous=NORMAL, PostgreSQL synchronous_commit untouched), so a
-label the page was told is stored survives the annotator's process being killed (on SQLite, not a power loss: WAL
-with synchronous=NORMAL may lose the last commits then, as it always could).
+(SQLite 1.69x against topping up at every label in the run above, 1.40x in the earlier one; PostgreSQL 0.95x and
+1.40x: its server's load moved more than that); the page's reads run prebuilt statements (one process, CPU: the
+items' rows 1.01 -> 0.24 ms a refill, suggestions 0.52 -> 0.13, queue_counts one statement 0.45 -> 0.29) and so does
+the ack's read-back of the stored label at every label (built each time it cost ~1.3 ms CPU a label, as much as all
+the rest); on PostgreSQL those reads run through `read_engine` (autocommit, no ping: no BEGIN, ROLLBACK or ping
+round trips; 2.61 -> 1.56 ms annotator CPU a label between the two runs); on SQLite the queue transaction takes its
+pooled connection before joining the writers' line, and a claim renews leases only when one is due (0.22 -> 0.20 ms
+CPU held under the lock per label). Where the rest goes: per label the app does the submit-and-claim (SQLite 0.24 ms
+CPU in one process, almost all of it under the writers' lock, a third of that the WAL commit; PostgreSQL one round
+trip), the ack's read-back and a third of a refill, each read a pooled SQLAlchemy connection (~0.15 ms CPU a read in
+one process against 0.03 for the same SELECT on a raw psycopg connection), and on PostgreSQL each read is server
+work on the same two cores (the queue's count alone is a 1 ms scan of 8,000 tasks at every refill). With 16
+annotators labelling flat out on two shared cores the processes outside the lock take the CPU the one holding it
+needs. What would lift it: the ack from the submit's own result instead of a second read (it already returns the id
+of the row it wrote), the refill's three reads in one statement, and reads on the raw connection 03c holds.
+Durability is unchanged: one commit per label (SQLite WAL with synchronous=NORMAL, PostgreSQL synchronous_commit
+untouched), so a label the page was told is stored survives the annotator's process being killed (on SQLite, not a
+power loss: WAL with synchronous=NORMAL may lose the last commits then, as it always could).
 
 Run from the repo root:  python benchmarks/annotate.py [--items 200] [--labels 8000] [--postgres URL] [--paths ...]
 """
