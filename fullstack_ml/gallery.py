@@ -7,13 +7,16 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/gallery.html.md"""
 # %% auto #0
 __all__ = ['DEMO_PORT', 'DEMO_PROJECT', 'DEMO_LICENCE_URL', 'DEMO_IMAGES', 'FEATURED', 'DIGIT_WORDS', 'DemoGallery',
            'project_module', 'Gallery', 'build_gallery', 'build_demo_gallery', 'gallery_truth', 'demo_truth',
-           'DemoSite', 'export_folder', 'demo_site_command']
+           'DemoSite', 'serving', 'export_folder', 'demo_site_command']
 
 # %% ../nbs/02a_gallery.ipynb #b774e224
 import importlib
 import io
+import os
+import signal
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
@@ -229,6 +232,27 @@ class DemoSite(ThreadingHTTPServer):
 
     def __exit__(self, *exc):
         self.stop()
+
+# %% ../nbs/02a_gallery.ipynb #f5d74923
+@contextmanager
+def serving(site: DemoSite):
+    "Serve `site` from a forked copy of this process while the block runs (a thread where there is no fork)."
+    if not hasattr(os, "fork"):
+        with site:
+            yield site
+        return
+    child = os.fork()
+    if child == 0:  # the copy: serve until killed, never run the caller's code
+        try:
+            site.serve_forever()
+        finally:
+            os._exit(0)
+    try:
+        yield site
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        site.server_close()
 
 # %% ../nbs/02a_gallery.ipynb #763d5a06
 def export_folder(folder: str | Path, project: str = DEMO_PROJECT, n_images: int | None = None, seed: int = 0) -> dict:

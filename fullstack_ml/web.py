@@ -6,11 +6,12 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/web.html.md"""
 
 # %% auto #0
 __all__ = ['DEFAULT_PORTS', 'ROBOTS_AGENT', 'USER_AGENT', 'DISALLOW_ALL', 'ROBOTS_MAX_BYTES', 'RETRY_STATUSES',
-           'REDIRECT_STATUSES', 'NO_AI', 'LICENCE_META', 'normalize_url', 'host_of', 'robots_from_response',
-           'fetch_robots', 'HostGate', 'Refused', 'retry_after_seconds', 'discard', 'read_body', 'conditional_headers',
-           'Page', 'parse_page']
+           'REDIRECT_STATUSES', 'NO_AI', 'REQUEST_HEADERS', 'LICENCE_META', 'normalize_url', 'host_of',
+           'robots_from_response', 'fetch_robots', 'HostGate', 'Refused', 'retry_after_seconds', 'discard', 'read_body',
+           'pool_manager', 'conditional_headers', 'Page', 'parse_page']
 
 # %% ../nbs/02b_web.ipynb #2677993b
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -170,6 +171,28 @@ def read_body(response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: floa
         raise
     response.release_conn()  # read to the end: the connection goes back to the pool for the next request
     return b"".join(chunks)
+
+# %% ../nbs/02b_web.ipynb #e0f62f25
+REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": urllib3.make_headers(accept_encoding=True)["accept-encoding"],
+                   "Accept": "*/*", "Connection": "keep-alive"}  # what requests sends
+
+
+def pool_manager(url: str, proxies: dict, verify, maxsize: int = 10) -> urllib3.PoolManager:
+    "The pool for `url`: direct or through its proxy in `proxies`; `verify`: True (certifi), False, or a CA file or folder."
+    proxy = requests.utils.select_proxy(url, proxies)
+    options = dict(maxsize=maxsize, headers=REQUEST_HEADERS, retries=False)
+    if verify is False:
+        options["cert_reqs"] = "CERT_NONE"
+    else:
+        bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+        options.update(cert_reqs="CERT_REQUIRED", **{"ca_cert_dir" if os.path.isdir(bundle) else "ca_certs": bundle})
+    if proxy and proxy.lower().startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager
+
+        return SOCKSProxyManager(proxy, **options)
+    if proxy:  # credentials in the proxy's URL become its header, as requests does
+        return urllib3.ProxyManager(proxy, proxy_headers=requests.adapters.HTTPAdapter().proxy_headers(proxy), **options)
+    return urllib3.PoolManager(**options)
 
 # %% ../nbs/02b_web.ipynb #19d631a9
 def conditional_headers(etag: str | None, last_modified: str | None) -> dict:
