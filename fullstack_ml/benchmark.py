@@ -15,7 +15,7 @@ import importlib
 import math
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -135,10 +135,9 @@ def run_benchmark(project: Project | str, seeds: tuple = (0, 1, 2), candidates: 
     configs = {name: apply_overrides(make_config(project, **recipe), overrides) for name, recipe in candidates.items()}
     record_run(engine, run_id, kind="benchmark", status="running", dataset_version=f"bundled:{project.name}",
                config={"candidates": configs, "seeds": list(seeds)})
-    with seed_pool(min(workers, len(seeds) * len(configs))) as pool, ThreadPoolExecutor(1) as side:
+    with seed_pool(min(workers, len(seeds) * len(configs))) as pool:
         train, test = benchmark_data(project, n)  # meanwhile the pool's processes start
         fit_part, valid = split_validation(train)
-        baseline_rows = side.submit(baselines, train, test)  # fitted here while the seeds train in the pool
         chosen, table = next(iter(configs)), []
         if len(configs) > 1:  # step 1: choices on validation inside the training half
             jobs = [(config, seed, fit_part, valid, device) for config in configs.values() for seed in seeds]
@@ -157,7 +156,7 @@ def run_benchmark(project: Project | str, seeds: tuple = (0, 1, 2), candidates: 
                "seeds": [{**{k: r[k] for k in ("seed", "train_s", "images_per_second")}, "test_accuracy": r["accuracy"],
                           "errors": len(r["wrong"])} for r in results],
                "wrong_in_every_seed": sorted(set.intersection(*(set(r["wrong"]) for r in results))),
-               "baselines": baseline_rows.result(), "total_s": time.perf_counter() - started}
+               "baselines": baselines(train, test), "total_s": time.perf_counter() - started}
     record_run(engine, run_id, status="done", metrics={k: v for k, v in summary.items() if k != "run_id"},
                finished_at=now())
     return summary

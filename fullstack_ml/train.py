@@ -446,10 +446,9 @@ def run_train(
         overrides = {"epochs": benchmark_epochs} if benchmark_epochs else {}
         arguments = dict(engine=engine, n=benchmark_images, model=model, **overrides)
         if seed_workers(benchmark_seeds) > 1:  # its seeds train in processes of their own, beside ours
-            workers = min(len(benchmark_seeds), usable_cores() + 1)  # ours is one more job: a process per seed
             with ThreadPoolExecutor(1) as background:  # leaving the block waits for it; the thread only waits
                 benchmark = background.submit(run_benchmark, project, tuple(benchmark_seeds), progress=False,
-                                              workers=workers, **arguments)
+                                              **arguments)
                 summary = _train_in_front(engine, project, dataset, seed, model, epochs, show, threads=1)
         else:  # in this process, before ours: two trainings in one process would share torch's random numbers
             benchmark = run_benchmark(project, tuple(benchmark_seeds), progress=show, **arguments)
