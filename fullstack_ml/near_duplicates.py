@@ -85,7 +85,7 @@ class NearDuplicates:
     def find(self, signature_hex: str, searched: tuple | None = None) -> str | None:
         "The group of the most similar signature if similar enough; `searched`: a `search` made earlier, extended here."
         _, best, similarity = searched or (0, -1, -np.inf)
-        stored, newer, newer_similarity = self.search(signature_hex, searched[0] if searched else 0)
+        _, newer, newer_similarity = self.search(signature_hex, searched[0] if searched else 0)
         if newer_similarity > similarity:  # a tie keeps the earlier row, as one argmax over all rows would
             best, similarity = newer, newer_similarity
         return self.groups[best] if best >= 0 and similarity >= self.min_similarity else None
