@@ -38,12 +38,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = (1, 16, 64)
+ROUNDS = 4  # each level's time is split into this many turns per system
 
 
 def make_images(n: int = 64) -> list[bytes]:
@@ -155,16 +157,25 @@ def answers_of(url: str, bodies: list, json_body: bool) -> list[str]:
     return labels
 
 
-def bench_http(name: str, url: str, images: list, seconds: float, json_body: bool = False) -> list[dict]:
-    bodies = [{"images": [base64.b64encode(b).decode()]} for b in images] if json_body else images
-    asyncio.run(_load(url, bodies, 4, 1.0, json_body, {}))  # warm up
-    ANSWERS[name] = answers_of(url, bodies, json_body)
+def bench_http(targets: list, images: list, seconds: float) -> list[dict]:
+    "Warm each server up and record its answers; then, level by level, load each in turn."
+    bodies = {name: [{"images": [base64.b64encode(b).decode()]} for b in images] if json_body else images
+              for name, _, json_body in targets}
+    for name, url, json_body in targets:
+        asyncio.run(_load(url, bodies[name], 4, 1.0, json_body, {}))  # warm up
+        ANSWERS[name] = answers_of(url, bodies[name], json_body)
     rows = []
     for clients in LEVELS:
-        latencies, errors, took = asyncio.run(_load(url, bodies, clients, seconds, json_body, {}))
-        rows.append(summarize(name, clients, latencies, took, errors))
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+        runs = {name: ([], 0, 0.0) for name, _, _ in targets}
+        for _ in range(ROUNDS):  # short turns, round robin: a burst of other work falls on every system alike
+            for name, url, json_body in targets:
+                latencies, errors, took = asyncio.run(_load(url, bodies[name], clients, seconds / ROUNDS, json_body,
+                                                            {}))
+                runs[name] = (runs[name][0] + latencies, runs[name][1] + errors, runs[name][2] + took)
+        for name, (latencies, errors, took) in runs.items():
+            rows.append(summarize(name, clients, latencies, took, errors))
+            print(json.dumps(rows[-1]), flush=True)
+    return sorted(rows, key=lambda row: [t[0] for t in targets].index(row["system"]))
 
 
 def wait_http(url: str, procs: list, timeout: float = 90.0) -> None:
@@ -222,15 +233,6 @@ def plain_app():
     return app
 
 
-def bench_ours(name: str, images: list, seconds: float, env: dict, workers: int, batch_size: int,
-               max_delay_ms: float) -> list[dict]:
-    from fullstack_ml.serve import Service
-
-    os.environ.update(env)
-    with Service(workers=workers, batch_size=batch_size, max_delay_ms=max_delay_ms, env=env) as service:
-        return bench_http(name, f"{service.url}/v1/predict", images, seconds)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measure each level this long")
@@ -263,59 +265,50 @@ def main():
     print(f"model {publish_model()} in {home}; {os.cpu_count()} CPUs; {args.seconds}s per level; ours: "
           f"{args.workers} worker(s), batch {args.batch_size}, max delay {args.max_delay_ms} ms", flush=True)
     try:
-        if "inproc" in only:
-            rows += bench_in_process(images, args.seconds)
-            for row in rows:
-                print(json.dumps(row), flush=True)
-
-        if "plain" in only:
-            port = free_port()
-            plain = start([sys.executable, __file__, "--plain-server", str(port)], env)
-            try:
+        targets = []  # (system, url, JSON bodies?): every server is started first, then each level runs them in turn,
+        with ExitStack() as servers:  # so a shared machine's changing load falls alike on all at each level
+            if "inproc" in only:
+                rows += bench_in_process(images, args.seconds)
+                for row in rows:
+                    print(json.dumps(row), flush=True)
+            if "plain" in only:
+                port = free_port()
+                plain = start([sys.executable, __file__, "--plain-server", str(port)], env)
+                servers.callback(stop, [plain])
                 wait_http(f"http://127.0.0.1:{port}/healthz", [plain])
-                rows += bench_http("plain FastAPI", f"http://127.0.0.1:{port}/v1/predict", images, args.seconds)
-            finally:
-                stop([plain])
+                targets.append(("plain FastAPI", f"http://127.0.0.1:{port}/v1/predict", False))
+            from fullstack_ml.serve import Service
 
-        options = (args.workers, args.batch_size, args.max_delay_ms)
-        if "sqlite" in only:
-            rows += bench_ours("ours: SQLite queue", images, args.seconds, env, *options)
-
-        redis_binary = shutil.which("redis-server")
-        if "redis" not in only:
-            pass
-        elif redis_binary:
-            redis_port = free_port()
-            redis = start([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", "--dir", home])
-            try:
+            options = {"workers": args.workers, "batch_size": args.batch_size, "max_delay_ms": args.max_delay_ms}
+            if "sqlite" in only:
+                service = servers.enter_context(Service(env=env, **options))
+                targets.append(("ours: SQLite queue", f"{service.url}/v1/predict", False))
+            redis_binary = shutil.which("redis-server")
+            if "redis" in only and redis_binary:
+                redis_port = free_port()
+                redis = start([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", home])
+                servers.callback(stop, [redis])
                 time.sleep(0.5)
-                redis_env = {**env, "FSML_QUEUE_URL": f"redis://127.0.0.1:{redis_port}/0"}
-                rows += bench_ours("ours: Redis queue", images, args.seconds, redis_env, *options)
-            finally:
-                stop([redis])
-                os.environ.update(env)
-        else:
-            notes.append("Redis: redis-server is not installed, skipped")
-
-        if "bento" not in only:
-            pass
-        elif importlib.util.find_spec("bentoml") or shutil.which("bentoml"):  # or in its own venv, on PATH
-            port = free_port()
-            bento = start([shutil.which("bentoml") or "bentoml", "serve", "bento_service:Digits", "--port", str(port),
-                           "--host", "127.0.0.1"],
-                          {**env, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": f"{home}/bentoml"},
-                          cwd=Path(__file__).parent)
-            try:
+                service = servers.enter_context(Service(env={**env, "FSML_QUEUE_URL": f"redis://127.0.0.1:{redis_port}/0"},
+                                                        **options))
+                targets.append(("ours: Redis queue", f"{service.url}/v1/predict", False))
+            elif "redis" in only:
+                notes.append("Redis: redis-server is not installed, skipped")
+            if "bento" in only and (importlib.util.find_spec("bentoml") or shutil.which("bentoml")):  # or its own venv
+                port = free_port()
+                bento = start([shutil.which("bentoml") or "bentoml", "serve", "bento_service:Digits", "--port", str(port),
+                               "--host", "127.0.0.1"],
+                              {**env, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": f"{home}/bentoml"},
+                              cwd=Path(__file__).parent)
+                servers.callback(stop, [bento])
                 wait_http(f"http://127.0.0.1:{port}/readyz", [bento], timeout=180)
-                rows += bench_http("BentoML (adaptive batching)", f"http://127.0.0.1:{port}/predict", images,
-                                   args.seconds, json_body=True)
+                targets.append(("BentoML (adaptive batching)", f"http://127.0.0.1:{port}/predict", True))
                 notes.append("BentoML gets each image as base64 in JSON (a batchable API takes a list); the others "
                              "get raw bytes; all decode with the same decode_small and run the same predict_batch")
-            finally:
-                stop([bento])
-        else:
-            notes.append("BentoML: not installed (pip install bentoml, benchmark only), skipped")
+            elif "bento" in only:
+                notes.append("BentoML: not installed (pip install bentoml, benchmark only), skipped")
+            rows += bench_http(targets, images, args.seconds)
         expected = expected_labels(images)
         for name, labels in ANSWERS.items():  # the same model, the same images: the same answers, or unfair
             wrong = sum(a != b for a, b in zip(labels, expected))
