@@ -8,22 +8,34 @@
 
 All servers run on 127.0.0.1 with one model process each (torch with 1 thread) and the same untrained
 `digits` artifact, published into a temporary FSML_HOME. The load generator is one asyncio process (aiohttp).
+Every server is started first; then, level by level, each gets four short turns round robin, so a shared
+machine's bursts fall on all alike. The script checks that every peer did the same work: each answers the 64
+images with the labels of the model in process, or the run stops. It prints the load average at start and end.
 Run: `python benchmarks/serve.py [--seconds 4] [--json out.json]`. BentoML may live in its own venv: put its
 `bentoml` on PATH (its service imports fullstack_ml, so that venv must see the project and torch).
 
-Figures (one run, 2 shared cores, load average 3.5-4.3 from CI and other work; req/s at 1/16/64 clients, p50 ms
-at 1 and 64):
-    model in process       1001 / 1130 / 1167   p50 0.91 / 55.5
-    plain FastAPI           144 /  295 /  350   p50 6.57 / 161
-    ours: SQLite queue      120 /  381 /  432   p50 7.38 / 118
-    ours: Redis queue       103 /  314 /  413   p50 8.89 / 130
-    BentoML                 127 /  414 /  435   p50 6.02 / 122
-At 64 clients SQLite 1.23x and Redis 1.18x plain (targets 0.8x, 1.0x: met), 0.99x and 0.95x BentoML (target 1.5x:
-not met); p50 at 1 client 1.12x and 1.35x plain (target <= 2x: met). What changed them (#18): the image is decoded
-once, in the worker (the API checks only the header; a worker's refusal reaches the client as the door's 4xx), the
-API registers a job before putting it (no extra thread hop per request), one thread call per SQLite wake-up, and no
-heartbeat-thread join per batch. Earlier figures (quiet machine, before these changes): 0.64x / 0.88x plain,
-1.01x / 1.4x BentoML, p50 8.8 / 7.1 ms against 1.45 ms plain; not comparable with this run's load.
+Figures (one run under `flock`, 2 shared cores, load average 3.6 at start and 4.3 at end, 1-minute; req/s at
+1/16/64 clients, p50 ms at 1 and 64):
+    model in process       1116 / 1392 / 1051   p50 0.86 / 45.7
+    plain FastAPI           377 /  553 /  350   p50 1.85 / 135
+    ours: SQLite queue      252 /  549 /  723   p50 3.06 / 82.0
+    ours: Redis queue       204 /  670 /  539   p50 4.02 / 92.1
+    BentoML                 209 /  316 /  261   p50 4.12 / 189
+At 64 clients SQLite 2.07x and Redis 1.54x plain (targets 0.8x, 1.0x: met), 2.77x and 2.07x BentoML (target
+1.5x: met). p50 at 1 client: SQLite 1.65x plain (target <= 2x: met), Redis 2.17x (missed: a request goes through
+the Redis process for the put, the worker's claim, its result and the API's read, where SQLite's path has one
+wake-up each way; on a busy 2-core machine each hand-off waits for a core). Development runs under loads 4-20 gave
+SQLite 1.1-3.2x and Redis 1.3-5x plain at 64, and p50 ratios at 1 client of 1.4-3.5x: the 1-client figure
+moves most with the load. What changed them (#18), each measured: the door is plain ASGI instead of
+`@app.middleware("http")` (BaseHTTPMiddleware's task group per request was the largest single cost in the API
+process at 64 clients); /v1/predict is a Starlette route (FastAPI's parameter solving was ~10% more); no thread
+hop per request (Redis: an asyncio client; SQLite: the puts of concurrent requests in one transaction, one
+thread call, and a few puts at low load on the event loop with a connection that never waits for the lock);
+one result reader per API on the event loop (Redis: XREAD BLOCK on a log that now carries the results, no
+MGET; SQLite: the loop watches the wake-up socket); one heartbeat thread per queue, not one started per batch;
+uvloop and httptools (all servers here get them: uvicorn picks them up). Before (quiet machine, load ~1.3,
+earlier today): plain 569/728/714, SQLite 267/557/489, Redis 212/650/628, BentoML 279/487/466; ratios at 64
+0.68x / 0.88x plain and 1.05x / 1.35x BentoML, p50 at 1 client 2.01x / 2.55x: all missed.
 """
 import argparse
 import asyncio
