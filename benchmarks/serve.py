@@ -26,7 +26,7 @@ At 64 clients SQLite 2.07x and Redis 1.54x plain (targets 0.8x, 1.0x: met), 2.77
 the Redis process for the put, the worker's claim, its result and the API's read, where SQLite's path has one
 wake-up each way; on a busy 2-core machine each hand-off waits for a core). Development runs under loads 4-20 gave
 SQLite 1.1-3.2x and Redis 1.3-5x plain at 64, and p50 ratios at 1 client of 1.4-3.5x: the 1-client figure
-moves most with the load. What changed them (#18), each measured: the door is plain ASGI instead of
+moves most with the load. What changed them (#18), guided by py-spy profiles and short before/after runs: the door is plain ASGI instead of
 `@app.middleware("http")` (BaseHTTPMiddleware's task group per request was the largest single cost in the API
 process at 64 clients); /v1/predict is a Starlette route (FastAPI's parameter solving was ~10% more); no thread
 hop per request (Redis: an asyncio client; SQLite: the puts of concurrent requests in one transaction, one
