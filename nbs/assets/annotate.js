@@ -93,6 +93,7 @@ function render({ model, el: host }) {
   let queue = [], current = null, shownAt = 0, done = 0, remaining = null, exhausted = false, pending = null;
   let seq = 0, saving = 0;
   const history = [], started = performance.now(), sent = new Map();  // item id -> {seq, label, state} of its label
+  const decided = new Set();  // items labelled or skipped here (not undone): a re-sent batch must not show them again
   // key -> image painted: `__fsmlPainted` at the first task after the frame that shows the swap (a rAF, then a
   // message: it runs once that frame is painted); `__fsmlPaints` at the second rAF (up to one frame later)
   window.__fsmlPaints = window.__fsmlPaints || []; window.__fsmlPainted = window.__fsmlPainted || [];
@@ -144,6 +145,7 @@ function render({ model, el: host }) {
     const shown = sugCheck.checked && suggested() != null;  // the kernel records whether a suggestion was on screen
     const message = { type, id: current.id, label, shown, accepted, seconds: (performance.now() - shownAt) / 1000 };
     history.push({ item: current, type }); if (history.length > 50) history.shift();
+    decided.add(current.id);
     if (type === 'label') { message.seq = ++seq; forget(current.id); sent.set(current.id, { seq, label, state: 'saving' }); saving += 1; }
     const next = queue.shift();  // the swap first: the person sees the next image before the label leaves
     if (next) { show(next); measure(t0); } else { pending = t0; show(null); }
@@ -167,7 +169,7 @@ function render({ model, el: host }) {
   function undo(t0) {
     const previous = history.pop(); if (!previous) return;
     if (current) queue.unshift(current);
-    forget(previous.item.id);
+    forget(previous.item.id); decided.delete(previous.item.id);
     show(previous.item); measure(t0);
     model.send({ type: 'undo', id: previous.item.id });
   }
@@ -176,7 +178,7 @@ function render({ model, el: host }) {
       const fresh = await Promise.all(msg.items.map(async (item) => {
         const im = new Image(); im.src = item.src; try { await im.decode(); } catch (e) {} item.image = im; return item; }));  // decoded off the key's path
       const known = new Set(queue.map(i => i.id)); if (current) known.add(current.id);
-      fresh.forEach(item => { if (!known.has(item.id)) queue.push(item); });
+      fresh.forEach(item => { if (!known.has(item.id) && !decided.has(item.id)) queue.push(item); });
       remaining = msg.remaining; exhausted = msg.exhausted && queue.length === 0 && !current;
       if (!current) { const next = queue.shift(); show(next); if (next && pending != null) { measure(pending); pending = null; } }
       updateStatus();
