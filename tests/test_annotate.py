@@ -224,6 +224,34 @@ def test_submit_and_claim_keeps_the_guarantees(db_url, overlap):
     assert sum(1 for report in reports if report["submitted"]) > 1
 
 
+def test_the_ack_says_what_the_store_holds(db_url, tmp_path):
+    "Through `answer`, as the widget calls it: a committed label is acked with itself, a lost lease with None."
+    from fullstack_ml.annotate import release, undo
+    from fullstack_ml.annotate_app import AnnotationSession, answer, stored_label
+    from fullstack_ml.store import open_files
+
+    store_url = str(tmp_path / "files")
+    seed_with_bytes(db_url, store_url, 6)
+    engine, said = connect(db_url), []
+    session = AnnotationSession(engine, open_files(store_url), "digits", "ann", said.append)
+    answer(session, {"type": "ready"})
+    first, second = [item["id"] for item in said[-1]["items"]][:2]
+    answer(session, {"type": "label", "id": first, "label": "3", "seq": 1})
+    assert said[-1] == {"type": "ack", "seq": 1, "id": first, "label": "3"} and stored_label(
+        engine, "digits", "ann", first) == "3"
+    release(engine, "digits", "ann", [second])  # a long pause: the lease expired and bob labelled the item
+    submit(engine, "digits", second, "bob", "5")
+    answer(session, {"type": "label", "id": second, "label": "4", "seq": 2})
+    assert said[-1] == {"type": "ack", "seq": 2, "id": second, "label": None}  # nothing stored: not counted
+    assert "no free slot" in [m for m in said if m["type"] == "notice"][-1]["text"]
+    undo(engine, "digits", "ann", first)
+    answer(session, {"type": "label", "id": first, "label": "7", "seq": 3})
+    assert said[-1] == {"type": "ack", "seq": 3, "id": first, "label": "7"}
+    expected = [(first, "ann", "3"), (second, "bob", "5"), (first, "ann", "7")]  # append-only: the undone 3 stays
+    assert sorted(stored_labels(db_url, "digits")) == sorted(expected)
+    engine.dispose()
+
+
 def test_a_late_label_is_refused_and_history_is_append_only(db_url):
     from fullstack_ml.annotate import LeaseLost, undo
     from fullstack_ml.labels import annotation_history
