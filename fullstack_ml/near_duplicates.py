@@ -24,10 +24,29 @@ NEAR_DUPLICATE_SIMILARITY = 0.98  # signatures at least this similar are one pic
 HASH_SIDE = 256  # decode at most this many pixels a side before fingerprinting (pHash reads a 64x64 thumbnail)
 
 
+@lru_cache(maxsize=4)
+def _dct_rows(side: int, kept: int) -> np.ndarray:
+    "The first `kept` rows of the DCT-II matrix scipy's `dct` applies to `side` values. (kept, side)"
+    k, n = np.arange(kept)[:, None], np.arange(side)[None, :]
+    rows = 2 * np.cos(np.pi * k * (2 * n + 1) / (2 * side))
+    rows.setflags(write=False)  # shared by the cache
+    return rows
+
+
+def _grey(image: Image.Image, side: int) -> np.ndarray:
+    "`image` as `side` x `side` grey pixels, without the copies convert and resize make when it already is. (side, side)"
+    grey = image if image.mode == "L" else image.convert("L")
+    if grey.size != (side, side):
+        grey = grey.resize((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(grey, dtype=np.float64)
+
+
 def low_frequencies(image: Image.Image) -> np.ndarray:
     "The 16x16 lowest 2-D DCT frequencies of the image as 64x64 grey, what the 256-bit pHash reads. (16, 16)"
-    pixels = np.asarray(image.convert("L").resize((64, 64), Image.Resampling.LANCZOS), dtype=np.float64)
-    return dct(dct(pixels, axis=0), axis=1)[:16, :16]
+    rows = _dct_rows(64, 16)
+    low = rows @ _grey(image, 64) @ rows.T  # dct(dct(x, axis=0), axis=1)[:16, :16] in one product of the rows kept
+    low[np.abs(low) < 1e-9 * np.abs(low).max()] = 0  # rounding noise, where scipy's transform gives exact zeros
+    return low
 
 
 def dct_signature(image: Image.Image) -> np.ndarray:
@@ -39,8 +58,7 @@ def dct_signature(image: Image.Image) -> np.ndarray:
 
 def phash_hex(image: Image.Image) -> str:
     "`str(imagehash.phash(image))` (64 bits: 8x8 DCT of 32x32 grey against its median), without its per-call overhead."
-    pixels = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = dct(dct(pixels, axis=0), axis=1)[:8, :8]
+    low = dct(dct(_grey(image, 32), axis=0), axis=1)[:8, :8]  # scipy's: ties with the median break as imagehash's do
     return np.packbits(low > np.median(low)).tobytes().hex()
 
 
