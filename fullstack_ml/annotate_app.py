@@ -13,7 +13,9 @@ __all__ = ['DISPLAY_SIDE', 'COUNT_EVERY_S', 'item_payloads', 'suggestions', 'ref
 import base64
 import html
 import io
+import json
 import time
+from collections import namedtuple
 from functools import cache
 
 import click
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from fullstack_ml.annotate import (
-    HUMAN_KINDS, LEASE_S, LeaseLost, claim, get_project, heartbeat, skip, submit_and_claim, undo,
+    HUMAN_KINDS, LEASE_S, LeaseLost, claim, get_project, heartbeat, skip, submit_and_claim, undo, _run,
 )
 from .auth import User, app_user, can
 from .images import MIME_TYPES, BadImage, decode_image
@@ -94,24 +96,31 @@ def _suggestion(label: str, annotator: str, meta) -> dict:
 
 
 _prelabel = annotations.alias("prelabel")
-_QUEUED = sa.select(sa.func.count()).where(tasks.c.project == sa.bindparam("project")).scalar_subquery()
-_REFILL = {  # a refill's three reads in one statement (one round trip); with `count`, the queue's count, once
-    count: sa.select((_QUEUED if count else sa.null()).label("remaining"), *_ITEM_ROWS.selected_columns,
-                     _prelabel.c.label.label("guess"), _prelabel.c.annotator.label("model"),
-                     _prelabel.c.meta.label("guess_meta"))
-    .select_from(sa.select(sa.literal(1).label("one")).subquery("one_row")  # one row even with no items
-                 .outerjoin(items, items.c.id.in_(sa.bindparam("item_ids", expanding=True)))
-                 .outerjoin(_prelabel, sa.and_(_prelabel.c.item_id == items.c.id, _prelabel.c.kind == "prelabel",
-                                               _prelabel.c.project == sa.bindparam("project"))))
-    .order_by(_prelabel.c.id) for count in (True, False)}
+_QUEUED = sa.select(sa.func.count()).where(tasks.c.project == sa.bindparam("p_project")).scalar_subquery()
+_RefillRow = namedtuple("_RefillRow", "remaining id format width height weak_label guess model guess_meta")
+
+
+@cache
+def _refill_statement(count: bool, n_items: int):
+    "A refill's three reads in one statement (one round trip) for `n_items` ids; with `count`, the queue's count."
+    ids = [sa.bindparam(f"p_id{k}") for k in range(n_items)]  # fixed bindparams: runs on the DBAPI cursor (`_run`)
+    return (sa.select((_QUEUED if count else sa.null()).label("remaining"), *_ITEM_ROWS.selected_columns,
+                      _prelabel.c.label, _prelabel.c.annotator, _prelabel.c.meta)
+            .select_from(sa.select(sa.literal(1).label("one")).subquery("one_row")  # one row even with no items
+                         .outerjoin(items, items.c.id.in_(ids) if ids else sa.false())
+                         .outerjoin(_prelabel, sa.and_(_prelabel.c.item_id == items.c.id, _prelabel.c.kind == "prelabel",
+                                                       _prelabel.c.project == sa.bindparam("p_project"))))
+            .order_by(_prelabel.c.id))
 
 
 def refill(engine: Engine, store, project: str, item_ids: list, count: bool = True) -> tuple:
     "A page's refill in one read: (payloads, each with its `suggestion`; ids without bytes; items queued or None)."
+    params = {"p_project": project, **{f"p_id{k}": item_id for k, item_id in enumerate(item_ids)}}
     with engine.connect() as conn:
-        result = conn.execute(_REFILL[count], {"project": project, "item_ids": list(item_ids)}).all()
+        result = [_RefillRow(*row) for row in _run(conn, _refill_statement(count, len(item_ids)), params).fetchall()]
     rows = {row.id: row for row in result}
-    guesses = {row.id: _suggestion(row.guess, row.model, row.guess_meta) for row in result if row.guess is not None}
+    guesses = {row.id: _suggestion(row.guess, row.model, json.loads(row.guess_meta) if isinstance(
+        row.guess_meta, str) else row.guess_meta) for row in result if row.guess is not None}
     payloads, broken = _payloads(store, item_ids, rows)
     for payload in payloads:
         payload["suggestion"] = guesses.get(payload["id"])
