@@ -9,9 +9,10 @@
     widget calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (prefetch 3,
     refill_below 2), with the page simulated: it labels the item on screen, keeps the items the kernel sends and
     checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it costs in
-    an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack's
-    read-back of the stored label, and, every ~3 labels, the refill (queue search, the new items' rows and image
-    bytes, their suggestions, the queue's count). Not measured: the widget's websocket and the browser (see (a)).
+    an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack
+    (the label that transaction committed; a read-back only where the outcome is not known), and, every ~3 labels,
+    the refill (queue search, then one statement for the new items' rows, their suggestions and, at most every 2 s,
+    the queue's count; the image bytes). Not measured: the widget's websocket and the browser (see (a)).
     Beside it, on fresh databases with the same items, the same run measures the app's path topping up at every
     label (refill_below=4: what the app did before), `submit_and_claim` alone (no session: the queue's ceiling,
     what this benchmark measured before and called the app's path) and, on PostgreSQL, statement by statement
@@ -21,41 +22,44 @@
     default; `--postgres URL` for yours).
 
 Figures for (b): the last measured run (`flock` on the bench lock, `--skip-browser --labels 4000`) on the shared
-2-core machine, 16 annotators, 18:15 UTC; load average from other engineers' work 5.4 at the start, 5.5-6.6 around
-the SQLite figures and 6.8-15.2 around PostgreSQL's (the annotators and the server add their own while they run).
+2-core machine, 16 annotators, 19:01 UTC; load average from other engineers' work 5.6 at the start, 5.1-6.5 around
+the SQLite figures and 6.2-8.2 around PostgreSQL's (the annotators and the server add their own while they run).
 labels/s, and the CPU the annotator processes spent per label (PostgreSQL: not counting the server's, on the same
 cores):
 
     path                                                        SQLite                PostgreSQL
-    the app's path, refill_below=2 (the app now)                1,025 (0.89 ms)       165 (1.56 ms)
-    the app's path, topping up at every label (the app before)  606   (1.49 ms)       173 (2.53 ms)
-    submit_and_claim alone (what this benchmark measured)       2,265 (0.37 ms)       1,079 (0.28 ms)
-    statement by statement (before 03c; 500 labels)             -                     146 (3.26 ms)
+    the app's path, refill_below=2 (the app now)                1,692 (0.71 ms)       884 (0.52 ms)
+    the app's path, topping up at every label                   1,148 (0.76 ms)       566 (0.77 ms)
+    submit_and_claim alone (the queue's ceiling)                1,857 (0.44 ms)       891 (0.27 ms)
+    statement by statement (before 03c; 500 labels)             -                     302 (2.67 ms)
 
-Targets missed through the app's path: SQLite 1,025 against 2,000 (0.51), PostgreSQL 165 against 1,000 (0.17).
-The queue alone meets both (2,265: 1.13; 1,079: 1.08). A run 11 minutes earlier at load 5-13 gave 519 / 290
-through the app and 931 / 1,098 alone: on this machine the figures move by 2x with other people's load, so
-compare within a run. The figures reported before for "the app's path" (PostgreSQL 676, 1,038 with refill_below;
-SQLite 1,194 / 1,937) were `submit_and_claim` alone: the app's real path was measured for the first time here,
-and at first (17:33, load 5.5, 3,000 labels, with refill_below but before the changes below) it did 333 labels/s
-on SQLite against 1,426 for the call alone.
+Targets still missed, narrowly: SQLite 1,692 against 2,000 (0.85), PostgreSQL 884 against 1,000 (0.88). The app's
+path now runs at 0.91x (SQLite) and 0.99x (PostgreSQL) the queue's own call in the same run, so what is left is
+the queue's transaction itself on two shared cores (the same call did 2,016/s and 1,422/s on a quiet machine).
+Before the changes below, on a quiet machine just before this work: the app's path 1,344/s (1.04 ms CPU a label) against
+2,016/s for the call alone on SQLite, 740/s (1.26 ms) against 1,422/s on PostgreSQL; in the earlier measured run
+(18:15, load 5.4-15.2) 1,025/s and 165/s.
 
-What changed the app's path (#18): the app passes refill_below=2, and a label that needs no refill sends nothing
-(SQLite 1.69x against topping up at every label in the run above, 1.40x in the earlier one; PostgreSQL 0.95x and
-1.40x: its server's load moved more than that); the page's reads run prebuilt statements (one process, CPU: the
-items' rows 1.01 -> 0.24 ms a refill, suggestions 0.52 -> 0.13, queue_counts one statement 0.45 -> 0.29) and so does
-the ack's read-back of the stored label at every label (built each time it cost ~1.3 ms CPU a label, as much as all
-the rest); on PostgreSQL those reads run through `read_engine` (autocommit, no ping: no BEGIN, ROLLBACK or ping
-round trips; 2.61 -> 1.56 ms annotator CPU a label between the two runs); on SQLite the queue transaction takes its
-pooled connection before joining the writers' line, and a claim renews leases only when one is due (0.22 -> 0.20 ms
-CPU held under the lock per label). Where the rest goes: per label the app does the submit-and-claim (SQLite 0.24 ms
-CPU in one process, almost all of it under the writers' lock, a third of that the WAL commit; PostgreSQL one round
-trip), the ack's read-back and a third of a refill, each read a pooled SQLAlchemy connection (~0.15 ms CPU a read in
-one process against 0.03 for the same SELECT on a raw psycopg connection), and on PostgreSQL each read is server
-work on the same two cores (the queue's count alone is a 1 ms scan of 8,000 tasks at every refill). With 16
-annotators labelling flat out on two shared cores the processes outside the lock take the CPU the one holding it
-needs. What would lift it: the ack from the submit's own result instead of a second read (it already returns the id
-of the row it wrote), the refill's three reads in one statement, and reads on the raw connection 03c holds.
+What changed the app's path (#18), each step measured in one annotator process labelling 1,000-1,500 items
+(annotator CPU a label, the app's path against the call alone beside it):
+- the ack says what the committed transaction wrote: `AnnotationSession.handle` records the label when
+  `submit_and_claim` returned (it commits before returning), and `answer` acks that; it reads the store back only
+  where the outcome is not known (a lost lease: the ack is None; review pages), and an exception still acks None.
+  This dropped the read-back of every label (on PostgreSQL a round trip, ~1 ms of server and client work).
+- a refill reads the new items' rows, their suggestions and the queue's count in one statement (was three),
+  built once per number of items and run on the DBAPI cursor like the queue's own statements (PostgreSQL 0.41 ->
+  0.26 ms a label, SQLite 0.32 -> 0.29 ms; the call alone 0.13 and 0.21 ms).
+- the page's "remaining" is counted at most every 2 s per page (and when the queue runs out), in between the last
+  count less the page's own labels: a count reads the project's whole queue (0.5 ms of PostgreSQL server time at
+  4,000 queued items, a third of a refill's, and growing with the queue).
+Development runs of 16 processes (not under the lock, so only a guide): with the first two, 1,259/s on SQLite
+and 660/s on PostgreSQL at load 5.2-6.5 (the call alone 2,220 and 1,076); with the count every 2 s too, 1,572 and
+839 at load 3.9-6.0 (the call alone 1,929 and 1,473); then all three in the measured run above. Earlier (#18): the app passes refill_below=2 (one queue search per ~3 labels; 1.47x and
+1.56x against topping up at every label in the run above), the page's reads run prebuilt statements, PostgreSQL
+reads go through `read_engine` (autocommit, no ping), a claim renews leases only when one is due.
+What is left: per label the app still reads ~1/3 of a refill (3 image files through fsspec, base64, the one
+statement) on top of the queue's transaction; the queue's transaction itself (SQLite: under the writers' lock, a
+third of it the WAL commit; PostgreSQL: the function's server work on the same two cores) is now the ceiling.
 Durability is unchanged: one commit per label (SQLite WAL with synchronous=NORMAL, PostgreSQL synchronous_commit
 untouched), so a label the page was told is stored survives the annotator's process being killed (on SQLite, not a
 power loss: WAL with synchronous=NORMAL may lose the last commits then, as it always could).
