@@ -108,7 +108,8 @@ def _refill_statement(count: bool, n_items: int):
                       _prelabel.c.label, _prelabel.c.annotator, _prelabel.c.meta)
             .select_from(sa.select(sa.literal(1).label("one")).subquery("one_row")  # one row even with no items
                          .outerjoin(items, items.c.id.in_(ids) if ids else sa.false())
-                         .outerjoin(_prelabel, sa.and_(_prelabel.c.item_id == items.c.id, _prelabel.c.kind == "prelabel",
+                         .outerjoin(_prelabel, sa.and_(_prelabel.c.item_id == items.c.id,
+                                                       _prelabel.c.kind == "prelabel",
                                                        _prelabel.c.project == sa.bindparam("p_project"))))
             .order_by(_prelabel.c.id))
 
