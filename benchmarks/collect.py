@@ -44,8 +44,9 @@ Figures (best of 3, 1,819 image fetches, concurrency 8), and what changed them:
   18:58 UTC, load 3.8 before and 4.1 after: ours 552 images/s (2.04 ms CPU per image, store creation included),
   Scrapy 394 (2.44 ms): 1.40x images/s, 1.20x CPU per image: MISSED;
   19:00 UTC, load 5.1 before and 6.4 after: ours 629 images/s (1.52 ms), Scrapy 300 (3.15 ms): 2.10x, 2.07x.
-  Ours at load 5-6 (629) is now above its quiet figure before (505); Scrapy's quiet 430 would need 645 from us.
-  On a quiet machine the target is not shown met. What is left: the per-image work still runs under one lock
+  19:06 UTC, quiet (load 0.9 before, 1.0 after): ours 1,819 images in 2.70 s = 673 images/s (1.73 ms CPU per
+  image), Scrapy 1,818 in 3.76 s = 484 (2.07 ms): 1.39x images/s, 1.19x CPU per image: MISSED on a quiet
+  machine (ours 505 -> 673 images/s quiet, +33%; Scrapy measured 430 and 484 quiet). What is left: the per-image work still runs under one lock
   (HTTP parsing in http.client ~1/3 of it, decode and fingerprints ~1/4). A process pool for describe_image
   was tried outside the code and not kept: its round trip (ProcessPoolExecutor, forked worker) cost ~0.16 ms of
   the crawl process's CPU per gallery image, about what describe_image itself now costs (0.19 ms), so it
