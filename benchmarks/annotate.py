@@ -36,6 +36,9 @@ cores):
 Targets still missed, narrowly: SQLite 1,692 against 2,000 (0.85), PostgreSQL 884 against 1,000 (0.88). The app's
 path now runs at 0.91x (SQLite) and 0.99x (PostgreSQL) the queue's own call in the same run, so what is left is
 the queue's transaction itself on two shared cores (the same call did 2,016/s and 1,422/s on a quiet machine).
+The same code on a quiet machine (19:06 UTC, load 0.9 before, 1.0-3.5 around the figures from the run itself;
+`--paths app,calls`): SQLite the app's path 1,690/s (0.70 ms; target 2,000: missed, 0.84), the call alone 1,549/s;
+PostgreSQL the app's path 1,165/s (0.51 ms; target 1,000: met, 1.17), the call alone 1,151/s.
 Before the changes below, on a quiet machine just before this work: the app's path 1,344/s (1.04 ms CPU a label) against
 2,016/s for the call alone on SQLite, 740/s (1.26 ms) against 1,422/s on PostgreSQL; in the earlier measured run
 (18:15, load 5.4-15.2) 1,025/s and 165/s.

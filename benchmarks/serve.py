@@ -33,7 +33,10 @@ hop per request (Redis: an asyncio client; SQLite: the puts of concurrent reques
 thread call, and a few puts at low load on the event loop with a connection that never waits for the lock);
 one result reader per API on the event loop (Redis: XREAD BLOCK on a log that now carries the results, no
 MGET; SQLite: the loop watches the wake-up socket); one heartbeat thread per queue, not one started per batch;
-uvloop and httptools (all servers here get them: uvicorn picks them up). Before (quiet machine, load ~1.3,
+uvloop and httptools (all servers here get them: uvicorn picks them up). The same code on a quiet machine (one run,
+18:44 UTC, load 1.5 at start, 1.4 at end; req/s at 1/16/64, p50 ms at 1): plain 612/812/815 p50 1.55, SQLite
+384/1180/1470 p50 2.34, Redis 321/973/1274 p50 3.02, BentoML 310/567/516 p50 2.95; at 64 clients SQLite 1.80x and
+Redis 1.56x plain, 2.85x and 2.47x BentoML; p50 at 1 client 1.51x and 1.95x plain: all six targets met. Before (quiet machine, load ~1.3,
 earlier today): plain 569/728/714, SQLite 267/557/489, Redis 212/650/628, BentoML 279/487/466; ratios at 64
 0.68x / 0.88x plain and 1.05x / 1.35x BentoML, p50 at 1 client 2.01x / 2.55x: all missed.
 """
