@@ -63,7 +63,9 @@ Figures (best of 3, 1,819 image fetches, concurrency 8), and what changed them:
   19:28 UTC, load 1.2 before and 1.4 after: ours 661 images/s (1.75 ms), Scrapy 377 (2.65 ms): 1.75x, 1.52x.
   The 1.5x target is met in both quiet runs, and the CPU-per-image ratio (which moves less with the load) went
   from 1.19x to 1.39-1.52x. Honestly: Scrapy measured 377-378 images/s in these runs against 484 at 19:06 on a
-  machine that read as quiet too; against that 484, ours 661 would be 1.37x. What is left: describe_image (the
+  machine that read as quiet too; against that 484, ours 661 would be 1.37x. A third quiet run after the next CI
+  (19:51 UTC, load 0.3 before, 1.2 after), with Scrapy back near its usual speed: ours 667.8 images/s (1.69 ms),
+  Scrapy 427.7 (2.34 ms): 1.56x images/s, 1.38x CPU per image: met, by a small margin. What is left: describe_image (the
   records chapter) still calls check_image before decode_image, so each image is opened twice, not once
   (check_and_decode is there for it); the ledger's background writes spend lock time JSON-encoding each row's
   meta; the HTTP parsing in http.client.
