@@ -134,15 +134,7 @@ def test_the_apps_sessions_never_show_an_item_twice_and_keep_their_prefetch(db_u
     "16 app sessions (refill_below=2: a queue search per ~3 labels) at overlap 1: every item to one page, once."
     store_url = str(tmp_path / "files")
     ids = seed_with_bytes(db_url, store_url, 240)
-    results = fork.Queue()
-    procs = [fork.Process(target=annotate_through_the_session, args=(db_url, "digits", f"annotator{i:02d}", store_url,
-                                                                      results)) for i in range(WORKERS)]
-    for proc in procs:
-        proc.start()
-    reports = [results.get(timeout=240) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-        assert proc.exitcode == 0
+    reports = run_annotators(db_url, "digits", store_url, target=annotate_through_the_session)
     sent = [item for report in reports for item in report["sent"]]
     assert sorted(sent) == sorted(ids)  # each item sent to exactly one page, once
     assert [notice for report in reports for notice in report["notices"]] == []  # no label refused
@@ -153,7 +145,8 @@ def test_the_apps_sessions_never_show_an_item_twice_and_keep_their_prefetch(db_u
     assert len(worked) > 1 and all(min(report["sizes"][:-8]) >= 2 for report in worked)  # a reserve until the end
 
 
-def run_annotators(db_url: str, project: str, batch: int = 2, target=annotate_until_empty) -> list:
+def run_annotators(db_url: str, project: str, batch=2, target=annotate_until_empty) -> list:
+    "WORKERS processes each running target(db_url, project, its name, batch, results); their reports."
     results = fork.Queue()
     procs = [fork.Process(target=target, args=(db_url, project, f"annotator{i:02d}", batch, results))
              for i in range(WORKERS)]
