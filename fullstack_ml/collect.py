@@ -6,9 +6,9 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/collect.html.md"""
 
 # %% auto #0
 __all__ = ['ITEM_FIELDS', 'parse_weak_label', 'CrawlLimits', 'Crawler', 'environment_for', 'pool_for', 'allowed', 'fetch',
-           'fetch_page', 'fetch_image', 'schedule', 'handle', 'run_task', 'run_crawl', 'report', 'crawl_vocabulary',
-           'crawl', 'collect_command', 'list_items', 'ItemsGroup', 'items_command', 'run_collect', 'show_items',
-           'show_refusals']
+           'fetch_page', 'fetch_image', 'schedule', 'handle', 'run_task', 'run_crawl', 'keep_fetched', 'report',
+           'crawl_vocabulary', 'crawl', 'collect_command', 'list_items', 'ItemsGroup', 'items_command', 'run_collect',
+           'show_items', 'show_refusals']
 
 # %% ../nbs/02_collect.ipynb #f31851e8
 import io
@@ -307,7 +307,7 @@ def run_task(crawler: Crawler, task, load=None):
 
 
 def run_crawl(crawler: Crawler) -> dict:
-    "Crawl until the frontier is empty; return the report."
+    "Crawl until the frontier is empty; return the report. Stopped early (an error, Ctrl-C), keep what was fetched, then re-raise."
     from tqdm.auto import tqdm
 
     started, last_flush = time.monotonic(), time.monotonic()
@@ -315,8 +315,8 @@ def run_crawl(crawler: Crawler) -> dict:
         schedule(crawler, "page", url, 0)
     bar = tqdm(desc="collect", unit="url", disable=not crawler.progress, file=sys.stderr, leave=False)
     finished = SimpleQueue()  # futures as they finish: one wake-up each, not a wait re-armed on every running one
-    with ThreadPoolExecutor(crawler.limits.concurrency, thread_name_prefix="collect") as pool:
-        running = {}
+    pool, running = ThreadPoolExecutor(crawler.limits.concurrency, thread_name_prefix="collect"), {}
+    try:
         while crawler.pages or crawler.images or running:
             while len(running) < 2 * crawler.limits.concurrency and (crawler.images or crawler.pages):
                 task = (crawler.images or crawler.pages).popleft()
@@ -338,9 +338,26 @@ def run_crawl(crawler: Crawler) -> dict:
             if crawler.progress:
                 bar.update(len(done))
                 bar.set_postfix(pages=crawler.counts["pages_fetched"], items=len(crawler.ledger.item_ids), refresh=False)
+    except BaseException as stop:  # an error or Ctrl-C: what was already fetched is kept, then the stop goes on up
+        pool.shutdown(cancel_futures=True)  # no new request starts; the ones in flight end within their timeouts
+        keep_fetched(crawler, running, stop)
+        raise
+    finally:
+        pool.shutdown()
+        bar.close()
     crawler.ledger.flush()
-    bar.close()
     return report(crawler, time.monotonic() - started)
+
+
+def keep_fetched(crawler: Crawler, running: dict, stop: BaseException) -> None:
+    "After a stop: record the images that finished tasks fetched and checked (their blobs are written), then write every pending row."
+    try:
+        for future, task in running.items():
+            if task["kind"] == "image" and future.done() and not future.cancelled() and future.exception() is None:
+                handle(crawler, task, future.result())
+        crawler.ledger.flush()
+    except Exception as error:  # the store itself may be what failed: the stop's own error says what happened first
+        stop.add_note(f"the rows fetched before the crawl stopped were not all written: {error!r}")
 
 # %% ../nbs/02_collect.ipynb #facfc5a1
 def report(crawler: Crawler, seconds: float) -> dict:

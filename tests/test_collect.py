@@ -415,6 +415,47 @@ def test_sigkill_mid_crawl_then_restart_ends_with_the_same_items(tmp_path):
         assert _state(killed) == _state(reference)
 
 
+def test_ctrl_c_mid_crawl_keeps_every_image_fetched_before_it(tmp_path):
+    "Ctrl-C stops `fsml collect`; the images it fetched are in the store with their provenance, not lost unwritten."
+    pictures = {f"/d{i}.png": digit_png(i) for i in range(12)}
+
+    def stop_during(h):  # the last image: one thread, so every other one is fetched and recorded before it
+        time.sleep(0.2)  # the loop has recorded the others; their rows wait for the next batch (0.5 s or 200 rows)
+        os.kill(h.server.crawler_pid, signal.SIGINT)
+        time.sleep(0.2)  # this image is still in flight when the crawl stops
+        h.reply(200, pictures["/d11.png"], "image/png")
+
+    licence = "https://creativecommons.org/licenses/by/4.0/"
+    index = page("".join(f'<img src="{path}" alt="digit {i % 10}">' for i, path in enumerate(pictures))
+                 + '<a href="/more.html">more</a>', f'<link rel="license" href="{licence}">')
+    site = Server({"/": static(index, "text/html"), "/more.html": static(page("never read"), "text/html")}
+                  | {path: static(data) for path, data in pictures.items()} | {"/d11.png": stop_during})
+    try:
+        exe = Path(sys.executable).parent / "fsml"
+        proc = subprocess.Popen([str(exe), "collect", site.url + "/", "--delay", "0", "--concurrency", "1", "--json"],
+                                env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        site.crawler_pid = proc.pid
+        out, err = proc.communicate(timeout=120)
+    finally:
+        site.shutdown()
+    assert proc.returncode == 1 and "Aborted" in err and out == "", (proc.returncode, err)  # the stop went on up
+    assert site.requested("/more.html") == 0  # stopped before the page queued after the images
+    engine = connect(f"sqlite:///{tmp_path}/fsml.db")
+    with engine.connect() as conn:
+        stored = {r.source_url.removeprefix(site.url): r for r in conn.execute(sa.select(items))}
+        fetched = {r.url.removeprefix(site.url): r for r in conn.execute(sa.select(fetches))}
+    engine.dispose()
+    assert set(stored) == set(pictures)  # the one in flight at the stop too
+    files = open_files(str(tmp_path / "files"))
+    for i, (path, data) in enumerate(pictures.items()):
+        item = stored[path]
+        assert (item.page_url, item.licence, item.weak_label, item.caption) == (site.url + "/", licence, str(i % 10),
+                                                                                f"digit {i % 10}")
+        assert get_blob(files, item.id) == data
+        assert (fetched[path].outcome, fetched[path].item_id, fetched[path].http_status) == ("stored", item.id, 200)
+
+
 def test_demo_site_and_cli_reports(tmp_path):
     port = free_port()
     exe = Path(sys.executable).parent / "fsml"
