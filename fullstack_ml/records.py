@@ -12,17 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from .images import BadImage, ImageLimits, check_image, decode_image
+from .images import BadImage, ImageLimits, check_and_decode
 from .near_duplicates import HASH_SIDE, NEAR_DUPLICATE_SIMILARITY, NearDuplicates, image_hashes
 from .store import fetches, insert_new, item_sources, items, now, put_blob, upsert, write_transaction
 from .web import Refused
 
 # %% ../nbs/02e_records.ipynb #2e36328d
 def describe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> dict:
-    "Check and decode untrusted image bytes; their format, size and fingerprints (raises BadImage)."
-    facts = check_image(data, limits)  # the header only: bombs, strips and animations stop here, undecoded
-    hashes = image_hashes(decode_image(data, limits, max_side_out=HASH_SIDE))
-    return dict(width=facts["width"], height=facts["height"], format=facts["format"], **hashes)
+    "Check and decode untrusted image bytes, opened once; their format, size and fingerprints (raises BadImage)."
+    # the header is checked first: bombs, strips and animations stop there, undecoded
+    facts, picture = check_and_decode(data, limits, max_side_out=HASH_SIDE)
+    return dict(width=facts["width"], height=facts["height"], format=facts["format"], **image_hashes(picture))
 
 # %% ../nbs/02e_records.ipynb #06a1bc66
 class Ledger:

@@ -502,3 +502,14 @@ def test_deferred_blobs_get_their_names_only_when_synced(tmp_path):
     assert not files.exists(blob_name(sha)) and files.list() == []  # a crash now leaves only a temporary file
     files.sync()
     assert get_blob(files, sha) == b"some bytes" and files.list() == [blob_name(sha)]
+
+
+def test_describing_an_image_opens_its_bytes_once(monkeypatch):
+    "Each crawled image is opened once to be checked and decoded (a per-image cost the crawl pays under one lock)."
+    from fullstack_ml.images import ImageLimits
+    from fullstack_ml.records import describe_image
+
+    data, opened, real_open = encode(photo_tile("china.jpg", 0, 384), "JPEG", quality=80), [], Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(1) or real_open(*args, **kwargs))
+    facts = describe_image(data, ImageLimits(min_side=16))
+    assert (facts["format"], facts["width"], facts["height"], len(opened)) == ("JPEG", 128, 128, 1)
