@@ -19,6 +19,7 @@ from .cli import emit
 from .gate import decisions
 from fullstack_ml.store import (
     aliases, annotations, artifacts, connect, dataset_versions, fetches, item_sources, items, open_files, runs,
+    served_jobs,
 )
 
 # %% ../nbs/07f_lineage.ipynb #5b996470
@@ -210,7 +211,16 @@ def _job(queue, job_id: str) -> dict | None:
     scores = result.get("scores") or {}
     return {"id": job_id, "status": status["status"], "error": status.get("error"), "label": result.get("label"),
             "score": scores.get(result.get("label")), "model": result.get("model"), "item": result.get("item"),
-            "worker": result.get("worker")}
+            "worker": result.get("worker"), "kept_in": "queue", "answered": None}
+
+
+def _served_job(engine, job_id: str) -> dict | None:
+    "The store's record of a job a worker answered (`served_jobs`), in `_job`'s shape: it outlives the queue's."
+    with engine.connect() as conn:
+        row = _row(conn, sa.select(served_jobs).where(served_jobs.c.job_id == job_id))
+    return row and {"id": job_id, "status": "done", "error": None, "label": row["label"], "score": row["score"],
+                    "model": row["model"], "item": row["item_id"], "worker": row["worker"], "kept_in": "store",
+                    "answered": _when(row["answered_at"])}
 
 
 def find_item(engine, ref: str) -> str | None:
@@ -235,6 +245,8 @@ def lineage(ref: str, engine=None, store=None, queue=None) -> dict:
         from fullstack_ml.queue import open_queue
 
         job = _job(queue or open_queue(), ref)
+        if job is None or (job["status"] == "done" and not job["model"]):  # the queue forgot it, or its result
+            job = _served_job(engine, ref) or job
         if job is not None:
             model = model_lineage(job["model"], engine) if job["model"] else None
             version = (model["run"] or {}).get("dataset_version") if model else None
@@ -294,7 +306,9 @@ def render(walk: dict) -> str:
     if job:
         lines.append(f"job {job['id']}: {job['status']}" + (f", said {job['label']!r} ({job['score']}) with "
                                                            f"{job['model']}" if job["label"] is not None else "")
-                     + (f": {job['error']}" if job["error"] else ""))
+                     + (f": {job['error']}" if job["error"] else "")
+                     + (f" (answered {job['answered']}; kept in the store, the queue's result has expired)"
+                        if job.get("kept_in") == "store" else ""))
     if walk.get("model"):
         lines += _model_lines(walk["model"])
     if walk.get("item"):

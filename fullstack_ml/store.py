@@ -6,10 +6,11 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/store.html.md"""
 
 # %% auto #0
 __all__ = ['metadata', 'items', 'item_sources', 'fetches', 'projects', 'tasks', 'leases', 'annotations', 'dataset_versions',
-           'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'users', 'rate_counts', 'schema_version',
-           'MIGRATIONS', 'current_version', 'migrate', 'StoreError', 'normalize_db_url', 'open_engine', 'connect',
-           'write_transaction', 'is_postgres', 'now', 'new_id', 'mask_url', 'dialect_insert', 'insert_new', 'upsert',
-           'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob', 'open_files']
+           'runs', 'evaluations', 'predictions', 'artifacts', 'aliases', 'users', 'rate_counts', 'served_jobs',
+           'schema_version', 'MIGRATIONS', 'current_version', 'migrate', 'StoreError', 'normalize_db_url',
+           'open_engine', 'connect', 'write_transaction', 'is_postgres', 'now', 'new_id', 'mask_url', 'dialect_insert',
+           'insert_new', 'upsert', 'sha256_hex', 'IntegrityError', 'FileStore', 'blob_name', 'put_blob', 'get_blob',
+           'open_files']
 
 # %% ../nbs/core/store.ipynb #f1ab014a
 import ctypes
@@ -212,6 +213,17 @@ rate_counts = sa.Table(  # uses of a rate-limited action per key and time window
     sa.Column("uses", sa.Integer, nullable=False),
 )
 
+served_jobs = sa.Table(  # what answered each API job: lineage after the queue forgets the result (result_ttl_s)
+    "served_jobs", metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),  # NAME@VERSION that answered
+    sa.Column("item_id", sa.String(64), nullable=False),  # sha256 of the bytes answered: an item's id if stored
+    sa.Column("label", sa.String(64)),
+    sa.Column("score", sa.Float),  # the label's score
+    sa.Column("worker", sa.Text),
+    sa.Column("answered_at", sa.Float, nullable=False),
+)
+
 # %% ../nbs/core/store.ipynb #ab24d0db
 schema_version = sa.Table("schema_version", sa.MetaData(), sa.Column("version", sa.Integer, nullable=False))
 
@@ -231,7 +243,13 @@ def _create_rate_counts(conn):
     rate_counts.create(conn, checkfirst=True)
 
 
-MIGRATIONS = [_create_v1, _create_users, _create_rate_counts]  # append new steps; never edit or reorder old ones
+def _create_served_jobs(conn):
+    "Version 4: what answered each served job (model version, image sha256), for lineage after the queue forgets."
+    served_jobs.create(conn, checkfirst=True)
+
+
+# append new steps; never edit or reorder old ones
+MIGRATIONS = [_create_v1, _create_users, _create_rate_counts, _create_served_jobs]
 
 
 def current_version(conn) -> int:

@@ -6,7 +6,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/worker.html.md"""
 
 # %% auto #0
 __all__ = ['MAX_SIDE_OUT', 'production_ref', 'production_models', 'decode_small', 'decode_jobs', 'predict_batch', 'process_batch',
-           'Worker', 'worker_command']
+           'record_answers', 'Worker', 'worker_command']
 
 # %% ../nbs/07c_worker.ipynb #8d9388d6
 import os
@@ -17,12 +17,13 @@ import threading
 import time
 
 import click
+import sqlalchemy as sa
 
 from . import registry
 from .cli import emit
 from .images import BadImage, ImageLimits, decode_image
 from .queue import open_queue
-from .store import sha256_hex
+from .store import connect, insert_new, now, served_jobs, sha256_hex, write_transaction
 
 # %% ../nbs/07c_worker.ipynb #6f57d7e8
 def production_ref(engine=None) -> str:
@@ -72,8 +73,8 @@ def predict_batch(model: registry.LoadedModel, images: list) -> list[dict]:
 
 # %% ../nbs/07c_worker.ipynb #ad35f39a
 def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = "",
-                  limits: ImageLimits = ImageLimits()) -> dict:
-    "Decode, predict and complete a batch of jobs; failures go back to the queue with their reason."
+                  limits: ImageLimits = ImageLimits(), engine=None) -> dict:
+    "Decode, predict and complete a batch of jobs, then keep what answered them in the store (`engine`, default: the settings')."
     claimed_at = time.time()
     images, good = decode_jobs(queue, jobs, limits)
     if not good:
@@ -97,7 +98,24 @@ def process_batch(queue, model: registry.LoadedModel, jobs: list, worker: str = 
                     "deliveries": job.deliveries})
              for job, output in zip(good, outputs)]
     firsts = queue.complete_many(pairs)
+    record_answers(engine or connect(), [pair for pair, first in zip(pairs, firsts) if first])  # after: the API has them
     return {"done": sum(firsts), "duplicates": len(firsts) - sum(firsts), "failed": len(jobs) - len(good)}
+
+# %% ../nbs/07c_worker.ipynb #8b27e4d6
+def record_answers(engine, pairs: list) -> None:
+    "Keep what answered each `(job, result)` (model version, image sha256, label, score) in the store, in one transaction."
+    at = now()
+    rows = [{"job_id": job.id, "model": result["model"], "item_id": result["item"], "label": result["label"],
+             "score": result["scores"].get(result["label"]), "worker": result.get("worker"), "answered_at": at}
+            for job, result in pairs]
+    if not rows:
+        return
+    try:
+        with write_transaction(engine) as conn:
+            insert_new(conn, served_jobs, rows, ["job_id"])  # a job answered twice keeps its first answer
+    except sa.exc.SQLAlchemyError as error:  # the answers are delivered: an unwritable store costs their lineage only
+        print(f"worker: the lineage of {len(rows)} answered jobs was not kept in the store: {error}", file=sys.stderr,
+              flush=True)
 
 # %% ../nbs/07c_worker.ipynb #f9654bb8
 class Worker:

@@ -4,6 +4,7 @@ PostgreSQL (`fsml lineage` and `GET /v1/lineage/{id}`)."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,16 @@ FSML = str(Path(sys.executable).parent / "fsml")
 @pytest.fixture(params=["sqlite", "postgres"])
 def served(request, fsml_home, monkeypatch):
     "A home (database on SQLite or PostgreSQL) with a crawled, labelled, snapshotted, published project and an API."
+    yield from serve_a_crawled_project(request, fsml_home, monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def served_briefly(request, fsml_home, monkeypatch):
+    "The same, behind a queue that keeps each result for 3 seconds only."
+    yield from serve_a_crawled_project(request, fsml_home, monkeypatch, "?result_ttl_s=3")
+
+
+def serve_a_crawled_project(request, fsml_home, monkeypatch, queue_options=""):
     from fullstack_ml.annotate import enqueue, ensure_project, submit
     from fullstack_ml.collect import crawl
     from fullstack_ml.datasets import snapshot
@@ -28,7 +39,7 @@ def served(request, fsml_home, monkeypatch):
 
     if request.param == "postgres":
         monkeypatch.setenv("FSML_DB_URL", request.getfixturevalue("postgres_db"))
-    monkeypatch.setenv("FSML_QUEUE_URL", f"sqlite:///{fsml_home}/queue.db")
+    monkeypatch.setenv("FSML_QUEUE_URL", f"sqlite:///{fsml_home}/queue.db{queue_options}")
     engine, store = connect(), open_files()
     ensure_project(engine, "digits")
     with DemoSite(0, 30) as site:
@@ -107,6 +118,30 @@ def test_a_served_job_walks_back_to_the_crawl_page_of_its_image(served):
         failed = fsml("lineage", ref, check=False)
         assert failed.returncode == 1 and failed.stderr.startswith("fsml: error: ") and says in failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_a_job_whose_queue_result_expired_still_walks_back_to_its_crawl_page(served_briefly):
+    "The queue forgets a result after its result_ttl_s; the worker kept what answered the job in the store."
+    from fullstack_ml.store import get_blob
+
+    served, item_id = served_briefly, served_briefly["item_id"]
+    answer = requests.post(f"{served['url']}/v1/predict", data=get_blob(served["store"], item_id), timeout=90)
+    assert answer.status_code == 200, answer.text
+    job_id, answered_at = answer.json()["job_id"], time.monotonic()
+    time.sleep(max(0.0, answered_at + 3.5 - time.monotonic()))  # past the queue's result_ttl_s
+    record = requests.get(f"{served['url']}/v1/jobs/{job_id}", timeout=30)
+    assert record.status_code == 404 or "result" not in record.json(), record.text  # the queue has forgotten
+
+    walk = json.loads(fsml("lineage", job_id, "--json").stdout)
+    job = walk["job"]
+    assert (walk["kind"], job["kept_in"], job["status"]) == ("job", "store", "done")
+    assert (job["item"], job["model"], job["label"]) == (item_id, served["model"], answer.json()["label"])
+    assert walk["model"]["run"]["id"] == served["run_id"] and walk["model"]["dataset"]["id"] == served["version"]
+    source = walk["item"]["sources"][0]
+    assert source["page_url"] == served["page_url"] and source["page_fetched"]
+    assert "kept in the store" in fsml("lineage", job_id).stdout
+    over_http = requests.get(f"{served['url']}/v1/lineage/{job_id}", timeout=60)
+    assert over_http.status_code == 200 and over_http.json()["item"]["sources"][0]["page_url"] == served["page_url"]
 
 
 def test_a_lineage_needs_the_evaluate_permission(fsml_home, monkeypatch):
