@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/import.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'MANIFEST_SUFFIXES', 'LABELS_FROM', 'PATH_COLUMNS', 'file_source', 'folder_sources',
            'manifest_sources', 'find_sources', 'check_labels', 'project_labels', 'load_source', 'record_source',
-           'import_items', 'import_command']
+           'import_items', 'keep_loaded', 'import_command']
 
 # %% ../nbs/02d_import.ipynb #f3871ad2
 import csv
@@ -192,7 +192,7 @@ def _refusal(source: dict, reason: str) -> dict:
 def import_items(paths: list, project: str | None = None, labels_from: str = "auto", licence: str | None = None,
                  limits: CrawlLimits | None = None, db_url: str | None = None, store_url: str | None = None,
                  progress: bool = False) -> dict:
-    "Import image files, folders and CSV/JSONL manifests into the store; return the report."
+    "Import image files, folders and CSV/JSONL manifests into the store; return the report. Stopped early (an error, Ctrl-C), keep what was loaded, then re-raise."
     from tqdm.auto import tqdm
 
     started, engine = time.monotonic(), connect(db_url)
@@ -205,22 +205,34 @@ def import_items(paths: list, project: str | None = None, labels_from: str = "au
     crawler = Crawler([], limits, engine, open_files(store_url), {host_of(s["url"]) for s in todo if s["kind"] == "url"})
     counts, weak_labels = Counter(), Counter()
     bar = tqdm(total=len(todo), desc="import", unit="image", disable=not progress, file=sys.stderr, leave=False)
+
+    def take(source: dict, loaded) -> None:  # record one loaded source (or its refusal) in the report and the ledger
+        if isinstance(loaded, Refused):
+            refused.append(_refusal(source, loaded.reason))
+            if source["kind"] == "url":
+                remember_fetch(crawler, source["url"], "image", loaded.outcome, loaded.reason, dict(status=loaded.status))
+        else:
+            outcome = record_source(crawler, source, loaded, project, licence)
+            counts[outcome] += 1
+            weak_labels[source["label"]] += outcome in ("stored", "near_duplicate") and source["label"] is not None
+
+    pool, taken, loads = ThreadPoolExecutor(limits.concurrency, thread_name_prefix="import"), 0, []
     try:
-        with ThreadPoolExecutor(limits.concurrency, thread_name_prefix="import") as pool:
-            for source, loaded in zip(todo, pool.map(lambda s: run_task(crawler, s, load_source), todo)):
-                if isinstance(loaded, Refused):
-                    refused.append(_refusal(source, loaded.reason))
-                    if source["kind"] == "url":
-                        remember_fetch(crawler, source["url"], "image", loaded.outcome, loaded.reason, dict(status=loaded.status))
-                else:
-                    outcome = record_source(crawler, source, loaded, project, licence)
-                    counts[outcome] += 1
-                    weak_labels[source["label"]] += outcome in ("stored", "near_duplicate") and source["label"] is not None
-                if sum(map(len, crawler.ledger.pending.values())) >= 200:
-                    crawler.ledger.flush(wait=False)  # a batch is written while the next one loads
-                bar.update(1)
+        loads = [(source, pool.submit(run_task, crawler, source, load_source)) for source in todo]
+        for source, load in loads:
+            loaded = load.result()
+            taken += 1  # from here on this source is being recorded: a stop now does not record it twice
+            take(source, loaded)
+            if sum(map(len, crawler.ledger.pending.values())) >= 200:
+                crawler.ledger.flush(wait=False)  # a batch is written while the next one loads
+            bar.update(1)
         crawler.ledger.flush()
+    except BaseException:  # an error or Ctrl-C: what was already loaded is kept, then the stop goes on up
+        pool.shutdown(cancel_futures=True)  # no load starts any more; the ones running end within their timeouts
+        keep_loaded(crawler, loads[taken:], take)
+        raise
     finally:
+        pool.shutdown()
         bar.close()
         crawler.session.close()
     return dict(imported=counts["stored"] + counts["near_duplicate"], near_duplicates=counts["near_duplicate"],
@@ -228,6 +240,17 @@ def import_items(paths: list, project: str | None = None, labels_from: str = "au
                 unknown_labels=unknown, weak_labels={k: v for k, v in weak_labels.items() if v},
                 ignored=found["ignored"], items_total=len(crawler.ledger.item_ids),
                 seconds=round(time.monotonic() - started, 3))
+
+
+def keep_loaded(crawler: Crawler, loads: list, take) -> None:
+    "After a stop: record the (source, load) pairs whose load ended (their blobs are written) with `take`, then write every pending row."
+    try:
+        for source, load in loads:
+            if load.done() and not load.cancelled() and load.exception() is None:
+                take(source, load.result())
+        crawler.ledger.flush()
+    except Exception as error:  # the store itself may be what failed: the stop's own error goes on up, this is told
+        print(f"import: the rows loaded before the import stopped were not all written: {error!r}", file=sys.stderr)
 
 # %% ../nbs/02d_import.ipynb #cbaab8bb
 @click.command("import")
@@ -238,10 +261,13 @@ def import_items(paths: list, project: str | None = None, labels_from: str = "au
 @click.option("--licence", default=None, help="the images' licence, recorded with each (a manifest's licence column wins)")
 @click.option("--delay", type=float, default=CrawlLimits.delay, show_default=True,
               help="seconds between requests per host, for manifests of URLs")
+@click.option("--concurrency", type=int, default=CrawlLimits.concurrency, show_default=True,
+              help="images loaded at once (URLs: at most 2 a host)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
-def import_command(paths, project, labels_from, licence, delay, as_json):
+def import_command(paths, project, labels_from, licence, delay, concurrency, as_json):
     "Import image files, folders (class sub-folders as weak labels) and CSV/JSONL manifests of paths or URLs."
-    limits = CrawlLimits(images=ImageLimits(), delay=delay)
+    limits = CrawlLimits(images=ImageLimits(), delay=delay, concurrency=concurrency,
+                         per_host=min(concurrency, CrawlLimits.per_host))
     result = import_items(list(paths), project, labels_from, licence, limits, progress=not as_json and sys.stderr.isatty())
     lines = [f"{result['imported']} imported ({result['near_duplicates']} near duplicates), {result['duplicates']} "
              f"duplicates, {result['unchanged']} already imported, {len(result['refused'])} refused in "

@@ -6,7 +6,12 @@ and the real `fsml` command in a subprocess for the end-to-end cases.
 import hashlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,6 +170,8 @@ class Site(BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.hits[self.path] += 1
         self.server.agents.add(self.headers.get("User-Agent"))
+        if hook := self.server.hooks.get(self.path):  # a test's own answer for this path
+            return hook(self)
         if self.path == "/robots.txt":
             return self.reply(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
         body = self.server.images.get(self.path)
@@ -192,7 +199,7 @@ class Site(BaseHTTPRequestHandler):
 def site():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Site)
     server.daemon_threads = True
-    server.hits, server.agents = Counter(), set()
+    server.hits, server.agents, server.hooks = Counter(), set(), {}
     server.images = {f"/img/{i}.png": picture(20 + i) for i in range(4)}
     server.images["/private/secret.png"] = picture(30)
     server.images["/page.html"] = b"<html><body>hello</body></html>"
@@ -231,6 +238,47 @@ def test_a_jsonl_of_urls_is_fetched_politely_and_refetched_conditionally(fsml_ho
     assert (again["imported"], again["unchanged"]) == (0, 4)
     assert _store_state(db_url) == before
     assert all(site.hits[f"/img/{i}.png"] == 2 for i in range(4))  # asked again, answered 304
+
+
+def test_ctrl_c_mid_import_keeps_every_image_loaded_before_it(fsml_home, tmp_path, site):
+    "Ctrl-C stops `fsml items import` promptly; the images it fetched are in the store with their provenance."
+    save_project(connect(f"sqlite:///{fsml_home / 'fsml.db'}"), Project("pets", labels=("cat", "dog")))
+    pictures = {f"/many/{i}.png": picture(40 + i) for i in range(12)}
+    site.images.update(pictures)
+    late = "/many/7.png"
+
+    def stop_during(h):  # one thread: every image before this one is fetched and recorded, its rows not yet written
+        time.sleep(0.2)
+        os.kill(h.server.importer_pid, signal.SIGINT)
+        time.sleep(0.2)  # this image is still in flight when the import stops
+        h.reply(200, pictures[late], "image/png")
+
+    site.hooks[late] = stop_during
+    manifest = tmp_path / "urls.csv"
+    manifest.write_text("url,label,licence\n" + "".join(
+        f"{site.url}{path},{['cat', 'dog'][i % 2]},CC-BY-{i}\n" for i, path in enumerate(pictures)))
+    exe = Path(sys.executable).parent / "fsml"
+    proc = subprocess.Popen([str(exe), "items", "import", str(manifest), "--delay", "0", "--concurrency", "1", "--json"],
+                            env=_env(fsml_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    site.importer_pid = proc.pid
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Aborted" in err and out == "", (proc.returncode, err)  # the stop went on up
+    before = list(pictures)[:8]  # up to the one in flight at the stop
+    assert [site.hits[path] for path in pictures if path not in before] == [0] * 4  # prompt: the rest never loaded
+    engine = connect(f"sqlite:///{fsml_home / 'fsml.db'}")
+    with engine.connect() as conn:
+        stored = {r.source_url.removeprefix(site.url): r for r in conn.execute(sa.select(items))}
+        fetched = {r.url.removeprefix(site.url): r for r in conn.execute(sa.select(fetches))}
+    engine.dispose()
+    assert set(stored) == set(before)  # the one in flight at the stop too
+    files = open_files(str(fsml_home / "files"))
+    for i, path in enumerate(before):
+        item = stored[path]
+        assert (item.weak_label, item.weak_label_source, item.licence, item.origin) == (
+            ["cat", "dog"][i % 2], "csv", f"CC-BY-{i}", "import")
+        assert item.meta["import"]["line"] == i + 2 and get_blob(files, item.id) == pictures[path]
+        assert (fetched[path].outcome, fetched[path].item_id, fetched[path].http_status) == ("stored", item.id, 200)
 
 
 def test_a_folder_import_into_postgres(postgres_db, tmp_path, pets):
