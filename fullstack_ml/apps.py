@@ -6,10 +6,11 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/core/apps.html.md"""
 
 # %% auto #0
 __all__ = ['APP_ACTIONS', 'KERNEL_NICENESS', 'app_page', 'asset_path', 'voila_command', 'AppSession', 'app_session', 'refuse',
-           'AppIdentityProvider', 'KernelOwnerAuthorizer', 'app_server_class', 'identify_kernel', 'log_request',
-           'cookie_secret', 'run_voila', 'app_url', 'serve_app']
+           'AppIdentityProvider', 'group_niceness', 'lower_priority', 'restore_priority', 'KernelOwnerAuthorizer',
+           'app_server_class', 'identify_kernel', 'log_request', 'cookie_secret', 'run_voila', 'app_url', 'serve_app']
 
 # %% ../nbs/core/apps.ipynb #b99c5dcb
+import asyncio
 import html
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -27,6 +29,7 @@ from jupyter_server.base.call_context import CallContext
 from jupyter_server.auth.identity import IdentityProvider
 from jupyter_server.auth.identity import User as JupyterUser
 from tornado import web
+from tornado.ioloop import IOLoop
 from traitlets import Unicode, default
 
 from .auth import VISITOR_PREFIX, User, authenticate, can, has_credentials, session_id, session_user
@@ -60,7 +63,9 @@ def voila_command(page: Path, port: int, host: str = "127.0.0.1", cull_idle_s: i
             # a kernel that starts late (many people arriving on few cores) still serves its page: Voila's 60 s
             # defaults left a page blank (no kernel) or 'loading…' (its websocket refused) for good
             "--VoilaExecutor.startup_timeout=600", "--MappingKernelManager.kernel_info_timeout=600",
-            "--VoilaConfiguration.show_tracebacks=False"]
+            # kernels talk to the server over Unix sockets: a TCP port picked for a starting kernel could be taken by
+            # another process before the kernel bound it ("Address already in use": a page blank for good)
+            "--KernelManager.transport=ipc", "--VoilaConfiguration.show_tracebacks=False"]
 
 # %% ../nbs/core/apps.ipynb #82c6052a
 APP_ACTIONS = {"annotate": "annotate", "eval": "evaluate", "demo": "predict"}  # app -> the action it needs
@@ -154,6 +159,36 @@ class AppIdentityProvider(IdentityProvider):
         user = session_user(connect(), saved["session"])
         return app_session(user, saved["session"]) if user and user.name == saved["name"] else None
 
+# %% ../nbs/core/apps.ipynb #98fdc4e5
+KERNEL_NICENESS = 10  # a starting page kernel runs below the server and the kernels already serving
+
+
+async def group_niceness(pid: int, niceness: int) -> bool:
+    "Set the nice value of process `pid`'s scheduling group (a Linux autogroup); False where there are none."
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if not (enabled.exists() and enabled.read_text().strip() == "1"):
+        return False
+    for _ in range(50):  # unprivileged, one such change per 100 ms on the whole machine
+        try:
+            Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+            return True
+        except BlockingIOError:  # EAGAIN: another group changed just now
+            await asyncio.sleep(0.02)
+        except OSError:  # the process is gone
+            return False
+    return False
+
+
+async def lower_priority(pid: int) -> None:
+    "A starting kernel yields: its group at `KERNEL_NICENESS` (until `restore_priority`), else the process for good."
+    if not await group_niceness(pid, KERNEL_NICENESS):
+        os.setpriority(os.PRIO_PROCESS, pid, KERNEL_NICENESS)
+
+
+async def restore_priority(pid: int) -> None:
+    "A kernel whose page is built serves a person: its group back at nice 0 (a process's nice cannot be raised)."
+    await group_niceness(pid, 0)
+
 # %% ../nbs/core/apps.ipynb #148cb9d3
 class KernelOwnerAuthorizer(Authorizer):
     "Only the user a kernel was started for may reach it."
@@ -165,7 +200,10 @@ class KernelOwnerAuthorizer(Authorizer):
         return getattr(self.parent, "kernel_owners", {}).get(kernel_id) == user.username
 
 
-KERNEL_NICENESS = 10  # page kernels run below the server: many people arriving must not stall those labelling
+def _page_built(finish, pid: int) -> None:
+    "The page's request ends once Voila has run its cells: its kernel's start is over."
+    finish()
+    IOLoop.current().spawn_callback(restore_priority, pid)
 
 
 def app_server_class():
@@ -183,8 +221,9 @@ def app_server_class():
                 handler = CallContext.get(CallContext.JUPYTER_HANDLER)  # the page request starting it
                 self.kernel_owners[kernel_id] = handler.current_user.username
                 pid = getattr(self.kernel_manager.get_kernel(kernel_id).provisioner, "pid", None)
-                if pid:  # one person's kernel (its start: seconds of imports) yields to the server's proxying
-                    os.setpriority(os.PRIO_PROCESS, pid, KERNEL_NICENESS)  # of every page's messages
+                if pid:  # its start (seconds of imports, the page's cells) yields to the server and to the
+                    await lower_priority(pid)  # kernels already serving; once Voila has built the page, it serves
+                    handler.on_finish = partial(_page_built, handler.on_finish, pid)  # a person: a full share
                 return kernel_id
 
             self.kernel_manager.start_kernel = start_owned_kernel
