@@ -168,6 +168,52 @@ def test_idle_kernels_are_culled(fsml_home):
         stop(proc)
 
 
+def kernel_groups(server_pid: int) -> dict:
+    "The server's kernels (its child processes) and the nice value of each one's scheduling group (autogroup)."
+    groups = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server_pid:
+                groups[int(stat.parent.name)] = (stat.parent / "autogroup").read_text().split()[-1]
+        except (OSError, IndexError, ValueError):  # a process that ended while we looked
+            continue
+    return groups
+
+
+@pytest.mark.slow
+def test_a_starting_kernel_yields_until_its_page_is_built(fsml_home):
+    """While Voila builds a newcomer's page (imports, the page's cells), that kernel's scheduling group runs at nice
+    10, below the server and the kernels serving people; once the page is built it is back at 0, so a kernel serving
+    a person does not starve behind the next arrivals."""
+    import threading
+
+    import requests
+
+    from fullstack_ml.apps import KERNEL_NICENESS
+
+    if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+        pytest.skip("this Linux shares the CPU without autogroups: the kernel process itself runs at nice 10")
+    make_digit_items(2)
+    port = free_port()
+    proc = start_app(port, fsml_home.parent / "voila.log")
+    try:
+        answer = []
+        loading = threading.Thread(target=lambda: answer.append(requests.get(f"http://127.0.0.1:{port}/", timeout=120)))
+        loading.start()
+        while_building = set()
+        while loading.is_alive():
+            while_building.update(kernel_groups(proc.pid).values())
+            time.sleep(0.02)
+        assert answer[0].status_code == 200 and "widget-view" in answer[0].text  # the page, with its widget
+        assert str(KERNEL_NICENESS) in while_building, while_building
+        deadline = time.time() + 10
+        while set(kernel_groups(proc.pid).values()) != {"0"}:
+            assert time.time() < deadline, kernel_groups(proc.pid)
+            time.sleep(0.1)
+    finally:
+        stop(proc)
+
+
 @pytest.mark.slow
 def test_reviewer_settles_a_dispute_by_keyboard(fsml_home, browser):
     from fullstack_ml.annotate import claim, submit
@@ -476,7 +522,8 @@ def test_fast_keys_store_exactly_the_labels_shown_and_undo_reverts_the_last(fsml
         page = context.new_page()
         page.goto(f"http://127.0.0.1:{port}/?token={token}")
         shown_item(page)
-        page.wait_for_selector(".fsml-annotate[data-queued='3']", timeout=30_000)  # the page holds 1 + 3 prefetched
+        page.wait_for_selector(".fsml-annotate[data-queued='4']", timeout=30_000)  # 1 + PREFETCH (4) on the page
+        assert int(page.get_attribute(".fsml-annotate", "data-batches")) >= 1  # what a blank page would tell
         rng = random.Random(1)
         pressed = []
         for _ in range(4):  # back to back: the image changes in the keydown, before the kernel hears of it

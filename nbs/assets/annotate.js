@@ -12,6 +12,8 @@
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function freeKey(candidates, taken) { return candidates.find(k => !taken.has(k.toLowerCase())) || null; }
 const SMALL_SIDE = 256;  // images no bigger than this are scaled up with visible pixels, not blurred
+const DECODE_WAIT_MS = 3000;  // an image whose decode has not settled by then is queued anyway (drawn when shown)
+function decoded(im) { return Promise.race([im.decode().catch(() => {}), new Promise(r => setTimeout(r, DECODE_WAIT_MS))]); }
 
 function render({ model, el: host }) {
   const root = el('div', 'fsml-annotate');
@@ -175,8 +177,9 @@ function render({ model, el: host }) {
   }
   async function receive(msg) {
     if (msg.type === 'items') {
+      root.dataset.batches = String((Number(root.dataset.batches) || 0) + 1);  // batches received (a blank page: were any?)
       const fresh = await Promise.all(msg.items.map(async (item) => {
-        const im = new Image(); im.src = item.src; try { await im.decode(); } catch (e) {} item.image = im; return item; }));  // decoded off the key's path
+        const im = new Image(); im.src = item.src; await decoded(im); item.image = im; return item; }));  // decoded off the key's path
       const known = new Set(queue.map(i => i.id)); if (current) known.add(current.id);
       fresh.forEach(item => { if (!known.has(item.id) && !decided.has(item.id)) queue.push(item); });
       remaining = msg.remaining; exhausted = msg.exhausted && queue.length === 0 && !current;
