@@ -10,6 +10,7 @@ __all__ = ['JOB_ID', 'ITEM_PREFIX', 'NOT_VOTES', 'MAX_VERSIONS', 'UnknownRef', '
 
 # %% ../nbs/07f_lineage.ipynb #070e3d4f
 import re
+import time
 from datetime import datetime, timezone
 
 import click
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 
 from .cli import emit
 from .gate import decisions
+from .settings import lineage_keep_days
 from fullstack_ml.store import (
     aliases, annotations, artifacts, connect, dataset_versions, fetches, item_sources, items, open_files, runs,
     served_jobs,
@@ -202,6 +204,17 @@ def item_lineage(item_id: str, engine=None, store=None, dataset_version: str | N
             "labels": _verdicts(rows, decided), "sources": sources, "datasets": datasets}
 
 # %% ../nbs/07f_lineage.ipynb #16ff7f94
+def _forgotten_job(job_id: str) -> UnknownRef:
+    "The error for a job id that neither the queue nor the store knows: why, and since when the store forgets."
+    days = lineage_keep_days()
+    if not days:
+        return UnknownRef(f"no job {job_id}: the queue has no result for it and the store, which keeps what answered "
+                          "every job (FSML_LINEAGE_KEEP_DAYS=0), never saw it; check the API's job_id")
+    return UnknownRef(f"no job {job_id} in the queue or the store: the store keeps what answered each job for {days:g} "
+                      f"days (FSML_LINEAGE_KEEP_DAYS), so a job answered before {_when(time.time() - days * 86400)} is "
+                      "older than the retention and its lineage was pruned; otherwise check the API's job_id")
+
+
 def _job(queue, job_id: str) -> dict | None:
     "The queue's record of a job: status, and for a finished job its answer (label, top score, model, item)."
     status = queue.status(job_id)
@@ -246,13 +259,15 @@ def lineage(ref: str, engine=None, store=None, queue=None) -> dict:
 
         job = _job(queue or open_queue(), ref)
         if job is None or (job["status"] == "done" and not job["model"]):  # the queue forgot it, or its result
-            job = _served_job(engine, ref) or job
+            job = _served_job(engine, ref)  # None: pruned (older than the retention), or never answered
         if job is not None:
             model = model_lineage(job["model"], engine) if job["model"] else None
             version = (model["run"] or {}).get("dataset_version") if model else None
             item = item_lineage(job["item"], engine, store, version or "-") if job["item"] else None
             return {"ref": ref, "kind": "job", "job": job, "model": model, "item": item}
     item_id = find_item(engine, ref)
+    if item_id is None and JOB_ID.fullmatch(ref):
+        raise _forgotten_job(ref)
     if item_id is None:
         raise UnknownRef(f"no job, item or model matches {ref!r}: pass a job id (the API's job_id; results expire), "
                          "an item id or prefix (`fsml items`), or NAME@VERSION (`fsml registry list`)")

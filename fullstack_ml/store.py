@@ -222,6 +222,7 @@ served_jobs = sa.Table(  # what answered each API job: lineage after the queue f
     sa.Column("score", sa.Float),  # the label's score
     sa.Column("worker", sa.Text),
     sa.Column("answered_at", sa.Float, nullable=False),
+    sa.Index("ix_served_jobs_answered_at", "answered_at"),  # retention prunes the oldest rows first
 )
 
 # %% ../nbs/core/store.ipynb #ab24d0db
@@ -248,8 +249,14 @@ def _create_served_jobs(conn):
     served_jobs.create(conn, checkfirst=True)
 
 
+def _index_served_jobs_by_time(conn):
+    "Version 5: served_jobs by answered_at, so that retention deletes the oldest rows in small batches."
+    for index in served_jobs.indexes:  # the schema cell's ix_served_jobs_answered_at
+        index.create(conn, checkfirst=True)
+
+
 # append new steps; never edit or reorder old ones
-MIGRATIONS = [_create_v1, _create_users, _create_rate_counts, _create_served_jobs]
+MIGRATIONS = [_create_v1, _create_users, _create_rate_counts, _create_served_jobs, _index_served_jobs_by_time]
 
 
 def current_version(conn) -> int:

@@ -170,3 +170,123 @@ def test_a_lineage_needs_the_evaluate_permission(fsml_home, monkeypatch):
         assert requests.get(f"{url}/v1/lineage/{ref}", timeout=30).status_code == 401
     finally:
         stop(api)
+
+
+def png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def kept_jobs(engine, job_ids) -> set:
+    "The ids of `job_ids` whose lineage row is in the store's served_jobs."
+    import sqlalchemy as sa
+
+    from fullstack_ml.store import served_jobs
+
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(served_jobs.c.job_id).where(served_jobs.c.job_id.in_(job_ids))).scalars())
+
+
+def wait_until(check, timeout: float):
+    "Poll `check` until it returns something true, or `timeout` seconds pass; its last value."
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def test_a_worker_keeps_answering_while_the_store_is_write_locked(fsml_home, monkeypatch):
+    "Serving never waits on the lineage write: jobs are answered while another connection holds the store's write lock."
+    import sqlite3
+    import threading
+
+    from serve_helpers import publish_untrained
+
+    from fullstack_ml.queue import open_queue
+    from fullstack_ml.store import connect
+    from fullstack_ml.worker import Worker
+
+    monkeypatch.setenv("FSML_QUEUE_URL", f"sqlite:///{fsml_home}/queue.db")
+    publish_untrained()
+    engine, queue = connect(), open_queue()
+    worker = Worker(queue, batch_size=4, max_delay_ms=0, reload_s=3600)
+    serving = threading.Thread(target=worker.run, daemon=True)
+    serving.start()
+    first = queue.put(png_bytes())
+    assert wait_until(lambda: (queue.status(first) or {}).get("result"), 30), "the worker answers at all"
+
+    holder = sqlite3.connect(fsml_home / "fsml.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a pipeline stage, an export, annotators: the store's write lock is taken
+    try:
+        locked_at = time.monotonic()
+        during = [queue.put(png_bytes()) for _ in range(6)]
+        answered = wait_until(lambda: all((queue.status(j) or {}).get("result") for j in during), 3.0)
+        answered_s = time.monotonic() - locked_at
+        time.sleep(max(0.0, locked_at + 4.0 - time.monotonic()))  # hold the lock a while longer
+        assert not kept_jobs(engine, during), "the lock was held: nothing could be written meanwhile"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answered, f"jobs put while the store was locked were not answered within 3 s ({answered_s:.1f} s)"
+    assert wait_until(lambda: kept_jobs(engine, [first, *during]) == {first, *during}, 5.0), \
+        "their lineage rows are written once the lock is released"
+
+    last = queue.put(png_bytes())  # answered, then the worker is stopped at once: a clean stop keeps its lineage
+    assert wait_until(lambda: (queue.status(last) or {}).get("result"), 10)
+    worker.stop()  # what SIGTERM does
+    serving.join(timeout=30)
+    assert not serving.is_alive()
+    assert kept_jobs(engine, [last]) == {last}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_engine(request, fsml_home, monkeypatch):
+    "The store's engine, on SQLite or PostgreSQL, with a queue beside it."
+    from fullstack_ml.store import connect
+
+    if request.param == "postgres":
+        monkeypatch.setenv("FSML_DB_URL", request.getfixturevalue("postgres_db"))
+    monkeypatch.setenv("FSML_QUEUE_URL", f"sqlite:///{fsml_home}/queue.db")
+    return connect()
+
+
+def test_retention_prunes_only_rows_older_than_keep_days_in_small_batches(store_engine, monkeypatch):
+    "served_jobs keeps keep_days of answers; older rows are deleted a few at a time, and lineage says they were pruned."
+    import sqlalchemy as sa
+
+    from fullstack_ml.lineage import UnknownRef, lineage
+    from fullstack_ml.store import now, served_jobs
+    from fullstack_ml.worker import LineageWriter, prune_served_jobs
+
+    ages = [400, 200, 95, 90.1, 89.9, 30, 1, 0]  # days since each job was answered
+    ids = [f"{n:032x}" for n in range(len(ages))]
+    with store_engine.begin() as conn:
+        conn.execute(served_jobs.insert(), [{"job_id": job_id, "model": "digits@1", "item_id": "ab" * 32, "label": "1",
+                                             "score": 0.5, "worker": "w", "answered_at": now() - age * 86400}
+                                            for job_id, age in zip(ids, ages)])
+
+    def kept() -> list:
+        with store_engine.connect() as conn:
+            return sorted(conn.execute(sa.select(served_jobs.c.job_id)).scalars())
+
+    assert prune_served_jobs(store_engine, 90, rows=2) == 2  # one transaction deletes at most `rows`, the oldest
+    assert kept() == ids[2:]
+    writer = LineageWriter(store_engine, keep_days=90, prune_rows=1)  # the worker's thread prunes the rest at start
+    writer.start()
+    assert wait_until(lambda: kept() == ids[4:], 10), kept()
+    time.sleep(0.3)
+    assert kept() == ids[4:], "rows younger than keep_days stay"
+
+    with pytest.raises(UnknownRef, match="older than the retention"):
+        lineage(ids[3])
+    failed = fsml("lineage", ids[3], check=False)
+    assert failed.returncode == 1 and "keeps what answered each job for 90 days" in failed.stderr, failed.stderr
+
+    monkeypatch.setenv("FSML_LINEAGE_KEEP_DAYS", "20")  # the setting, as `fsml serve worker` reads it
+    LineageWriter(store_engine).start()
+    assert wait_until(lambda: kept() == ids[6:], 10), kept()
