@@ -21,6 +21,22 @@
     Targets: >= 2,000 labels/s on SQLite, >= 1,000 on PostgreSQL (a throwaway server on the same cores by
     default; `--postgres URL` for yours).
 
+Latest figures for (b) (30 Nov 2026, 21:32 UTC, nothing else on the machine, load 1.1-2.1; `--skip-browser --labels
+4000 --paths app,calls`; the app's path now holds the app's PREFETCH 4 with REFILL_BELOW 3):
+
+    path                                                        SQLite                PostgreSQL
+    the app's path (the app now)                                2,026 (0.58 ms)       1,221 (0.50 ms)
+    submit_and_claim alone (the queue's ceiling)                2,590 (0.38 ms)       1,525 (0.26 ms)
+
+Targets met: SQLite 2,026 against 2,000 (1.01, narrowly in this run), PostgreSQL 1,221 against 1,000 (1.22). Three
+more runs of the SQLite app's path just after (21:51, load 4.6-6.1 left from a browser benchmark): 2,277, 2,133 and
+2,256 labels/s (0.51-0.56 ms); four runs at 20:37 with the app's old PREFETCH 3 / REFILL_BELOW 2 (load 0.4-0.7):
+2,207-2,327. What changed since the run below: the label's own SQLite transaction (claim, submit, submit_and_claim,
+heartbeat) is the pooled DBAPI connection's `BEGIN IMMEDIATE` ... `COMMIT` inside the writers' line, without
+SQLAlchemy's `Connection` around it (0.24 -> 0.19 ms a label in one process; the app's path 1,884-2,011 labels/s in
+three runs before it, load 1.3-1.7). Tried and not kept: `PRAGMA mmap_size` (256 MB: 1,661-1,709, slower), no
+automatic WAL checkpoints (1,759-1,993: no change beyond the noise).
+
 Figures for (b): the last measured run (`flock` on the bench lock, `--skip-browser --labels 4000`) on the shared
 2-core machine, 16 annotators, 19:01 UTC; load average from other engineers' work 5.6 at the start, 5.1-6.5 around
 the SQLite figures and 6.2-8.2 around PostgreSQL's (the annotators and the server add their own while they run).
@@ -291,16 +307,18 @@ def _through_the_session(session, project: str) -> int:
 
 
 def _by_calls(engine, name: str, project: str, path: str) -> int:
-    "Label with the queue's functions alone: `submit_and_claim` (or statement by statement), holding 4 items."
+    "Label with the queue's functions alone: `submit_and_claim` (or statement by statement), holding as the app does."
     from fullstack_ml.annotate import claim, submit_and_claim
+    from fullstack_ml.annotate_app import PREFETCH, REFILL_BELOW
 
     done = 0
-    while held := claim(engine, project, name, n=4):  # the item on screen and 3 prefetched
+    while held := claim(engine, project, name, n=1 + PREFETCH):  # the item on screen and those prefetched
         while held:
             if path == "statements":
                 held = _statement_by_statement(engine, held[0], name, _label_of(held[0]))
             else:
-                _, held = submit_and_claim(engine, project, held[0], name, _label_of(held[0]), 0.5, n=4, refill_below=2)
+                _, held = submit_and_claim(engine, project, held[0], name, _label_of(held[0]), 0.5, n=1 + PREFETCH,
+                                             refill_below=REFILL_BELOW)
             done += 1
     return done
 
@@ -308,13 +326,13 @@ def _by_calls(engine, name: str, project: str, path: str) -> int:
 def _annotator(db_url: str, name: str, start, results, path: str) -> None:
     "One annotator process: warm up on its own project, wait for the start, label until the queue is empty."
     from fullstack_ml import store
-    from fullstack_ml.annotate_app import AnnotationSession
+    from fullstack_ml.annotate_app import PREFETCH, REFILL_BELOW, AnnotationSession
     from fullstack_ml.store import connect, open_files
 
     store._engines.clear()
     engine = connect(db_url)
-    refill_below = {"app": 2, "app_before": 4}.get(path)
-    session = AnnotationSession(engine, open_files(), "warmup", name, None, prefetch=3, refill_below=refill_below)
+    refill_below = {"app": REFILL_BELOW, "app_before": 1 + PREFETCH}.get(path)  # the app's defaults; or every label
+    session = AnnotationSession(engine, open_files(), "warmup", name, None, prefetch=PREFETCH, refill_below=refill_below)
     _through_the_session(session, "warmup")  # a kernel that has been up a while: statements compiled
     start.wait()
     cpu = time.process_time()
@@ -362,9 +380,9 @@ def labels_per_second(db_url: str, n_labels: int, annotators: int = 16, path: st
 
 
 PATHS = {  # what each annotator process runs per label
-    "app": "the app's path (answer(session, message), as the widget calls it per message; refill_below=2)",
+    "app": "the app's path (answer(session, message), as the widget calls it per message; its prefetch and refill)",
     "app_before": "the app's path topping up at every label (the app before refill_below)",
-    "calls": "submit_and_claim alone, refill_below=2 (no session: the queue's own ceiling)",
+    "calls": "submit_and_claim alone, held and refilled as the app does (no session: the queue's own ceiling)",
     "statements": "submit-and-claim statement by statement (before 03c; 1/8 of the labels)",
 }
 TARGETS = {"SQLite": 2000, "PostgreSQL": 1000}
