@@ -39,6 +39,11 @@ uvloop and httptools (all servers here get them: uvicorn picks them up). The sam
 Redis 1.56x plain, 2.85x and 2.47x BentoML; p50 at 1 client 1.51x and 1.95x plain: all six targets met. Before (quiet machine, load ~1.3,
 earlier today): plain 569/728/714, SQLite 267/557/489, Redis 212/650/628, BentoML 279/487/466; ratios at 64
 0.68x / 0.88x plain and 1.05x / 1.35x BentoML, p50 at 1 client 2.01x / 2.55x: all missed.
+After the worker began keeping each job's lineage in the store (a background writer per worker, off the batch loop;
+30 Nov 2026 21:50 UTC, one run, load average 24.8 at the start left by a browser benchmark just ended, 7.7 at the end):
+plain 704/860/851 p50 1.38, SQLite 423/1129/1379 p50 2.17, Redis 350/1101/1364 p50 2.60, BentoML 339/566/557 p50
+2.72; at 64 clients SQLite 1.62x and Redis 1.60x plain, 2.48x and 2.45x BentoML; p50 at 1 client 1.57x and 1.88x
+plain: all six met (Redis p50 the narrow one, as before).
 """
 import argparse
 import asyncio
