@@ -163,3 +163,17 @@ def fsml(*args, env=None, check=True, timeout=600, cwd=None) -> subprocess.Compl
     exe = Path(sys.executable).parent / "fsml"
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=env, check=check,
                           timeout=timeout, cwd=cwd)
+
+
+def stored_and_fetched(home: Path, site_url: str) -> tuple:
+    "The store at `home` after a stopped crawl or import: items and fetch rows, each by its path on `site_url`."
+    import sqlalchemy as sa
+
+    from fullstack_ml.store import connect, fetches, items
+
+    engine = connect(f"sqlite:///{home / 'fsml.db'}")
+    with engine.connect() as conn:
+        stored = {r.source_url.removeprefix(site_url): r for r in conn.execute(sa.select(items))}
+        fetched = {r.url.removeprefix(site_url): r for r in conn.execute(sa.select(fetches))}
+    engine.dispose()
+    return stored, fetched

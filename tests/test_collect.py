@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import free_port, fsml, stop, wait_for_port
+from conftest import free_port, fsml, stop, stored_and_fetched, wait_for_port
 from PIL import Image
 
 from fullstack_ml.collect import crawl
@@ -441,11 +441,7 @@ def test_ctrl_c_mid_crawl_keeps_every_image_fetched_before_it(tmp_path):
         site.shutdown()
     assert proc.returncode == 1 and "Aborted" in err and out == "", (proc.returncode, err)  # the stop went on up
     assert site.requested("/more.html") == 0  # stopped before the page queued after the images
-    engine = connect(f"sqlite:///{tmp_path}/fsml.db")
-    with engine.connect() as conn:
-        stored = {r.source_url.removeprefix(site.url): r for r in conn.execute(sa.select(items))}
-        fetched = {r.url.removeprefix(site.url): r for r in conn.execute(sa.select(fetches))}
-    engine.dispose()
+    stored, fetched = stored_and_fetched(tmp_path, site.url)
     assert set(stored) == set(pictures)  # the one in flight at the stop too
     files = open_files(str(tmp_path / "files"))
     for i, (path, data) in enumerate(pictures.items()):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import fsml
+from conftest import fsml, stored_and_fetched
 from PIL import Image
 
 from fullstack_ml.importer import import_items
@@ -266,11 +266,7 @@ def test_ctrl_c_mid_import_keeps_every_image_loaded_before_it(fsml_home, tmp_pat
     assert proc.returncode == 1 and "Aborted" in err and out == "", (proc.returncode, err)  # the stop went on up
     before = list(pictures)[:8]  # up to the one in flight at the stop
     assert [site.hits[path] for path in pictures if path not in before] == [0] * 4  # prompt: the rest never loaded
-    engine = connect(f"sqlite:///{fsml_home / 'fsml.db'}")
-    with engine.connect() as conn:
-        stored = {r.source_url.removeprefix(site.url): r for r in conn.execute(sa.select(items))}
-        fetched = {r.url.removeprefix(site.url): r for r in conn.execute(sa.select(fetches))}
-    engine.dispose()
+    stored, fetched = stored_and_fetched(fsml_home, site.url)
     assert set(stored) == set(before)  # the one in flight at the stop too
     files = open_files(str(fsml_home / "files"))
     for i, path in enumerate(before):
