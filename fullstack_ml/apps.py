@@ -211,6 +211,10 @@ def app_server_class():
     from voila.app import Voila
 
     class AppServer(Voila):
+        def setup_template_dirs(self) -> None:
+            super().setup_template_dirs()  # then ours first: Voila's spinner standing still (nbs/assets/voila/)
+            self.template_paths = [str(asset_path("voila")), *self.template_paths]
+
         def init_settings(self) -> dict:
             settings = super().init_settings()
             self.kernel_owners = {}

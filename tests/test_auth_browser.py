@@ -190,6 +190,13 @@ def test_a_demo_credential_cannot_open_the_annotation_or_eval_app(fsml_home, tmp
             session = requests.Session()
             with session.get(f"{url}?token={admin_token}", timeout=120, stream=True) as opened:
                 assert opened.status_code == 200 and session.cookies  # an admin gets in, with a session cookie
+                head = b""
+                for chunk in opened.iter_content(4096):  # the page's head comes at once, before its cells run
+                    head += chunk
+                    if b'id="loading_text"' in head:
+                        break
+            assert b".spinner {" in head and b"@keyframes rotation" in head  # Voila's loading spinner ...
+            assert b"animation: rotation" not in head  # ... from our template: standing still
             shown = command_lines(proc)
             assert OWNER_TOKEN not in shown and demo_token not in shown and admin_token not in shown
         finally:
