@@ -40,6 +40,7 @@ def test_the_wheel_ships_the_notebooks(installed):
     expected = {p.relative_to(REPO / "nbs").as_posix() for p in (REPO / "nbs").glob("[0-9]*.ipynb")}
     expected |= {p.relative_to(REPO / "nbs").as_posix() for p in (REPO / "nbs").glob("apps/*.ipynb")}
     assert expected <= shipped
+
     def assets(root: Path) -> set:  # the apps' JavaScript, CSS and Voila templates
         return {p.relative_to(root).as_posix() for p in (root / "assets").rglob("*") if p.is_file()}
 
