@@ -340,7 +340,8 @@ def run_crawl(crawler: Crawler) -> dict:
                 bar.set_postfix(pages=crawler.counts["pages_fetched"], items=len(crawler.ledger.item_ids), refresh=False)
     except BaseException:  # an error or Ctrl-C: what was already fetched is kept, then the stop goes on up
         pool.shutdown(cancel_futures=True)  # no new request starts; the ones in flight end within their timeouts
-        keep_fetched(crawler, running)
+        images = [(task, future) for future, task in running.items() if task["kind"] == "image"]
+        keep_fetched(crawler, images, lambda task, fetched: handle(crawler, task, fetched))
         raise
     finally:
         pool.shutdown()
@@ -349,15 +350,15 @@ def run_crawl(crawler: Crawler) -> dict:
     return report(crawler, time.monotonic() - started)
 
 
-def keep_fetched(crawler: Crawler, running: dict) -> None:
-    "After a stop: record the images that finished tasks fetched and checked (their blobs are written), then write every pending row."
+def keep_fetched(crawler: Crawler, finished: list, record, what: str = "collect") -> None:
+    "After a stop: `record(task, result)` each (task, future) whose future ended well (its blob is written), then write every pending row."
     try:
-        for future, task in running.items():
-            if task["kind"] == "image" and future.done() and not future.cancelled() and future.exception() is None:
-                handle(crawler, task, future.result())
+        for task, future in finished:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                record(task, future.result())
         crawler.ledger.flush()
     except Exception as error:  # the store itself may be what failed: the stop's own error goes on up, this is told
-        print(f"collect: the rows fetched before the crawl stopped were not all written: {error!r}", file=sys.stderr)
+        print(f"{what}: the rows fetched before the stop were not all written: {error!r}", file=sys.stderr)
 
 # %% ../nbs/02_collect.ipynb #facfc5a1
 def report(crawler: Crawler, seconds: float) -> dict:

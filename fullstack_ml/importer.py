@@ -7,7 +7,7 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/import.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'MANIFEST_SUFFIXES', 'LABELS_FROM', 'PATH_COLUMNS', 'file_source', 'folder_sources',
            'manifest_sources', 'find_sources', 'check_labels', 'project_labels', 'load_source', 'record_source',
-           'import_items', 'keep_loaded', 'import_command']
+           'import_items', 'import_command']
 
 # %% ../nbs/02d_import.ipynb #f3871ad2
 import csv
@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from .cli import emit
-from .collect import CrawlLimits, Crawler, allowed, fetch_image, run_task
+from .collect import CrawlLimits, Crawler, allowed, fetch_image, keep_fetched, run_task
 from .images import MIME_TYPES, ImageLimits
 from .records import record_image, remember_fetch, store_image
 from .store import connect, now, open_files
@@ -229,7 +229,7 @@ def import_items(paths: list, project: str | None = None, labels_from: str = "au
         crawler.ledger.flush()
     except BaseException:  # an error or Ctrl-C: what was already loaded is kept, then the stop goes on up
         pool.shutdown(cancel_futures=True)  # no load starts any more; the ones running end within their timeouts
-        keep_loaded(crawler, loads[taken:], take)
+        keep_fetched(crawler, loads[taken:], take, "import")
         raise
     finally:
         pool.shutdown()
@@ -241,16 +241,6 @@ def import_items(paths: list, project: str | None = None, labels_from: str = "au
                 ignored=found["ignored"], items_total=len(crawler.ledger.item_ids),
                 seconds=round(time.monotonic() - started, 3))
 
-
-def keep_loaded(crawler: Crawler, loads: list, take) -> None:
-    "After a stop: record the (source, load) pairs whose load ended (their blobs are written) with `take`, then write every pending row."
-    try:
-        for source, load in loads:
-            if load.done() and not load.cancelled() and load.exception() is None:
-                take(source, load.result())
-        crawler.ledger.flush()
-    except Exception as error:  # the store itself may be what failed: the stop's own error goes on up, this is told
-        print(f"import: the rows loaded before the import stopped were not all written: {error!r}", file=sys.stderr)
 
 # %% ../nbs/02d_import.ipynb #cbaab8bb
 @click.command("import")
