@@ -28,6 +28,20 @@ def forget_engines():
     store._engines.clear()
 
 
+_start = None  # run_annotators' barrier: its annotator processes begin together, once all are connected
+
+
+def connected(db_url: str):
+    "This annotator process's own engine, connected; returns when every annotator of the run is (see run_annotators)."
+    forget_engines()
+    engine = connect(db_url)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    if _start is not None:
+        _start.wait(120)
+    return engine
+
+
 def seed(db_url: str, n_items: int, overlap: int, project: str = "digits") -> list:
     engine = connect(db_url)
     ids = [sha256_hex(f"item {i}".encode()) for i in range(n_items)]
@@ -46,8 +60,7 @@ def label_for(item_id: str, annotator: str) -> str:
 
 def annotate_until_empty(db_url: str, project: str, annotator: str, batch: int, results) -> None:
     "One annotator process: claim, label, repeat until the queue is empty; report what it did."
-    forget_engines()
-    engine = connect(db_url)
+    engine = connected(db_url)
     claimed, submitted = [], []
     while True:
         got = claim(engine, project, annotator, n=batch, lease_s=60)
@@ -67,8 +80,7 @@ def annotate_until_empty(db_url: str, project: str, annotator: str, batch: int, 
 
 def annotate_like_the_app(db_url: str, project: str, annotator: str, batch: int, results) -> None:
     "One annotator process as the app works: each label submitted together with the claim of the next items."
-    forget_engines()
-    engine = connect(db_url)
+    engine = connected(db_url)
     claimed, submitted = [], []
     while True:
         held = claim(engine, project, annotator, n=batch, lease_s=60)
@@ -112,9 +124,8 @@ def annotate_through_the_session(db_url: str, project: str, annotator: str, stor
     from fullstack_ml.annotate_app import AnnotationSession
     from fullstack_ml.store import open_files
 
-    forget_engines()
     outbox = []
-    session = AnnotationSession(connect(db_url), open_files(store_url), project, annotator, outbox.append, prefetch=3)
+    session = AnnotationSession(connected(db_url), open_files(store_url), project, annotator, outbox.append, prefetch=3)
     session.handle({"type": "ready"})
     page, sizes, submitted = [item["id"] for item in outbox[-1]["items"]], [], []
     while page:
@@ -146,12 +157,16 @@ def test_the_apps_sessions_never_show_an_item_twice_and_keep_their_prefetch(db_u
 
 
 def run_annotators(db_url: str, project: str, batch=2, target=annotate_until_empty) -> list:
-    "WORKERS processes each running target(db_url, project, its name, batch, results); their reports."
-    results = fork.Queue()
-    procs = [fork.Process(target=target, args=(db_url, project, f"annotator{i:02d}", batch, results))
-             for i in range(WORKERS)]
-    for proc in procs:
-        proc.start()
+    "WORKERS processes each running target(db_url, project, its name, batch, results), begun together; their reports."
+    global _start
+    results, _start = fork.Queue(), fork.Barrier(WORKERS)  # else the first one forked may empty a fast queue alone
+    try:
+        procs = [fork.Process(target=target, args=(db_url, project, f"annotator{i:02d}", batch, results))
+                 for i in range(WORKERS)]
+        for proc in procs:
+            proc.start()
+    finally:
+        _start = None  # the children have their copy
     reports = [results.get(timeout=240) for _ in procs]
     for proc in procs:
         proc.join(30)
