@@ -302,8 +302,6 @@ _ELIGIBLE_PG = _eligible(per_row_counts=False)  # NOT EXISTS: what PostgreSQL's 
 _CANDIDATES_LOCKED = {explore: sa.select(tasks.c.item_id).where(*_ELIGIBLE_PG, *where).order_by(*_ORDER)
                       .limit(sa.bindparam("p_need")).with_for_update(skip_locked=True, of=tasks)
                       for explore, where in _SHARES.items()}
-_RECHECK = sa.select(tasks.c.item_id).where(*_ELIGIBLE_PG, tasks.c.item_id.in_(sa.bindparam("p_ids", expanding=True))
-                                            ).order_by(*_ORDER).limit(sa.bindparam("p_need"))
 _MY_LIVE_LEASES = [leases.c.project == _project, leases.c.annotator == _annotator, leases.c.expires_at > _at]
 _OWN_LEASES = sa.select(leases.c.item_id).where(*_MY_LIVE_LEASES).order_by(leases.c.created_at, leases.c.item_id)
 _OWN_LEASES_EXPIRY = _OWN_LEASES.add_columns(leases.c.expires_at)  # the Python path renews only when one is due
@@ -324,7 +322,7 @@ def _upsert_lease(dialect: str):
 # %% ../nbs/03_annotate.ipynb #c2c3fd90
 def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_s: float, explore: float,
            refill_below: int | None = None) -> list:
-    "Claim inside an open write transaction (see `claim`); with `refill_below`, only when fewer are held."
+    "Claim inside an open SQLite write transaction (see `claim`); with `refill_below`, only when fewer are held."
     at = now()
     params = {"p_project": project, "p_annotator": annotator, "p_at": at}
     own = _run(conn, _OWN_LEASES_EXPIRY, params).fetchall()
@@ -336,12 +334,7 @@ def _claim(conn, engine: Engine, project: str, annotator: str, n: int, lease_s: 
         return held
     fresh = []
     for explore_now in ([True, False] if random.random() < explore else [False]):  # the rest first, now and then
-        if is_postgres(engine):
-            locked = _column(_run(conn, _CANDIDATES_LOCKED[explore_now], dict(params, p_need=2 * need)))
-            # a fresh statement sees claims that committed while our first snapshot was taken
-            fresh = list(conn.execute(_RECHECK, dict(params, p_at=now(), p_ids=locked, p_need=need)).scalars())
-        else:
-            fresh = _column(_run(conn, _CANDIDATES[explore_now], dict(params, p_need=need)))
+        fresh = _column(_run(conn, _CANDIDATES[explore_now], dict(params, p_need=need)))  # the write lock is ours
         if fresh:
             break
     if fresh:
