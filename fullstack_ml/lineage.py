@@ -29,7 +29,7 @@ class UnknownRef(ValueError):
     "A reference that names no job, item or model version in this store."
 
 
-JOB_ID = re.compile(r"[0-9a-f]{32}")  # queue.new_job_id: uuid4 hex
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # queue.new_job_id: a UUIDv7 as hex (uuid4 hex before)
 ITEM_PREFIX = re.compile(r"[0-9a-f]{8,64}")  # an item id is the sha256 of its bytes; apps show a prefix
 
 
@@ -205,14 +205,25 @@ def item_lineage(item_id: str, engine=None, store=None, dataset_version: str | N
 
 # %% ../nbs/07f_lineage.ipynb #16ff7f94
 def _forgotten_job(job_id: str) -> UnknownRef:
-    "The error for a job id that neither the queue nor the store knows: why, and since when the store forgets."
-    days = lineage_keep_days()
-    if not days:
-        return UnknownRef(f"no job {job_id}: the queue has no result for it and the store, which keeps what answered "
-                          "every job (FSML_LINEAGE_KEEP_DAYS=0), never saw it; check the API's job_id")
-    return UnknownRef(f"no job {job_id} in the queue or the store: the store keeps what answered each job for {days:g} "
-                      f"days (FSML_LINEAGE_KEEP_DAYS), so a job answered before {_when(time.time() - days * 86400)} is "
-                      "older than the retention and its lineage was pruned; otherwise check the API's job_id")
+    "The error for a job id that neither the queue nor the store knows: pruned, never answered, or not ours."
+    from fullstack_ml.queue import job_id_time
+
+    days, made, now_s = lineage_keep_days(), job_id_time(job_id), time.time()
+    kept = f"the store keeps what answered each job for {days:g} days (FSML_LINEAGE_KEEP_DAYS)" if days else \
+        "the store keeps what answered every job (FSML_LINEAGE_KEEP_DAYS=0)"
+    if made is None:  # job ids are UUIDv7s (queue.new_job_id); versions before used random ones
+        older = f" (random ids came from older versions: {kept}, so one answered before {_when(now_s - days * 86400)} " \
+                "was pruned)" if days else ""
+        return UnknownRef(f"no job {job_id}: the queue and the store do not know it, and it is not an id the API makes "
+                          f"(a UUIDv7, which says when it was made){older}; check the API's job_id")
+    if made > now_s + 86400:
+        return UnknownRef(f"no job {job_id}: it says it was made {_when(made)}, in the future, so the API did not make "
+                          "it; check the API's job_id")
+    if days and made < now_s - days * 86400:
+        return UnknownRef(f"no job {job_id}: it was made {_when(made)}, and {kept}: its lineage was pruned")
+    return UnknownRef(f"no job {job_id}: it was made {_when(made)} and {kept}, but none was kept for it: it failed or "
+                      "expired before a worker answered it and the queue has since forgotten it, or its worker was "
+                      "killed before writing the answer down")
 
 
 def _job(queue, job_id: str) -> dict | None:

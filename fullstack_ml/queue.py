@@ -6,8 +6,8 @@ Docs: https://fullstack-ml.github.io/fullstack_ml/queue.html.md"""
 
 # %% auto #0
 __all__ = ['LEASE_S', 'MAX_DELIVERIES', 'RESULT_TTL_S', 'MAX_DEPTH', 'JOB_TTL_S', 'SQLITE_SCHEMA', 'READY', 'HELD',
-           'OPTION_TYPES', 'Job', 'new_job_id', 'failure', 'QueueFull', 'lanes', 'expired', 'JobQueue', 'lane_sql',
-           'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'WakeUp', 'remove_if_unused',
+           'OPTION_TYPES', 'Job', 'new_job_id', 'job_id_time', 'failure', 'QueueFull', 'lanes', 'expired', 'JobQueue',
+           'lane_sql', 'sqlite_claim_rows', 'sqlite_fail', 'sqlite_store_results', 'WakeUp', 'remove_if_unused',
            'sweep_wake_folders', 'SQLiteQueue', 'status_record', 'open_queue']
 
 # %% ../nbs/07b_queue.ipynb #c1ea48db
@@ -43,8 +43,21 @@ class Job:
     receipt: str = ""  # the backend's handle to acknowledge it (Redis stream entry id)
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
+def new_job_id(at: float | None = None) -> str:
+    "A job id: a UUIDv7 as 32 hex digits (48 bits of milliseconds since the epoch, then 74 random bits)."
+    ms = int((time.time() if at is None else at) * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ms << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+    return uuid.UUID(int=value).hex
+
+
+def job_id_time(job_id: str) -> float | None:
+    "When `new_job_id` made `job_id` (seconds since the epoch); None for any other id (a mistyped one, a uuid4)."
+    try:
+        made = uuid.UUID(hex=job_id)
+    except ValueError:
+        return None
+    return (made.int >> 80) / 1000 if made.version == 7 else None
 
 
 def failure(reason: str) -> dict:

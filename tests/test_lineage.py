@@ -260,11 +260,13 @@ def test_retention_prunes_only_rows_older_than_keep_days_in_small_batches(store_
     import sqlalchemy as sa
 
     from fullstack_ml.lineage import UnknownRef, lineage
+    from fullstack_ml.queue import new_job_id
     from fullstack_ml.store import now, served_jobs
     from fullstack_ml.worker import LineageWriter, prune_served_jobs
 
     ages = [400, 200, 95, 90.1, 89.9, 30, 1, 0]  # days since each job was answered
-    ids = [f"{n:032x}" for n in range(len(ages))]
+    ids = [new_job_id(at=now() - age * 86400) for age in ages]  # a job id says when it was made (a UUIDv7)
+    assert sorted(ids) == ids
     with store_engine.begin() as conn:
         conn.execute(served_jobs.insert(), [{"job_id": job_id, "model": "digits@1", "item_id": "ab" * 32, "label": "1",
                                              "score": 0.5, "worker": "w", "answered_at": now() - age * 86400}
@@ -282,7 +284,7 @@ def test_retention_prunes_only_rows_older_than_keep_days_in_small_batches(store_
     time.sleep(0.3)
     assert kept() == ids[4:], "rows younger than keep_days stay"
 
-    with pytest.raises(UnknownRef, match="older than the retention"):
+    with pytest.raises(UnknownRef, match="its lineage was pruned"):
         lineage(ids[3])
     failed = fsml("lineage", ids[3], check=False)
     assert failed.returncode == 1 and "keeps what answered each job for 90 days" in failed.stderr, failed.stderr
