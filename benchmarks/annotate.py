@@ -6,9 +6,9 @@
     prefetched item, as it does for a person (the kernel refills the queue in tens of ms; people take ~1 s).
     Target: p95 <= 50 ms.
 (b) labels/s with 16 concurrent annotator processes on the store, each on **the app's own path**: what the
-    widget calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (prefetch 3,
-    refill_below 2), with the page simulated: it labels the item on screen, keeps the items the kernel sends and
-    checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it costs in
+    widget calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (the app's
+    PREFETCH and REFILL_BELOW), with the page simulated: it labels the item on screen, keeps the items the kernel
+    sends and checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it costs in
     an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack
     (the label that transaction committed; a read-back only where the outcome is not known), and, every ~3 labels,
     the refill (queue search, then one statement for the new items' rows, their suggestions and, at most every 2 s,
