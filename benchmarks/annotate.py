@@ -8,8 +8,8 @@
 (b) labels/s with 16 concurrent annotator processes on the store, each on **the app's own path**: what the
     widget calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (the app's
     PREFETCH and REFILL_BELOW), with the page simulated: it labels the item on screen, keeps the items the kernel
-    sends and checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it costs in
-    an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack
+    sends and checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it
+    costs in an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack
     (the label that transaction committed; a read-back only where the outcome is not known), and, every ~3 labels,
     the refill (queue search, then one statement for the new items' rows, their suggestions and, at most every 2 s,
     the queue's count; the image bytes). Not measured: the widget's websocket and the browser (see (a)).
