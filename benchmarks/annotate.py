@@ -5,21 +5,21 @@
     after the new image was painted). The annotator's pace is simulated: each key waits until the page has a
     prefetched item, as it does for a person (the kernel refills the queue in tens of ms; people take ~1 s).
     Target: p95 <= 50 ms.
-(b) labels/s with 16 concurrent annotator processes on the store, each on **the app's own path**: what the
-    widget calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (the app's
-    PREFETCH and REFILL_BELOW), with the page simulated: it labels the item on screen, keeps the items the kernel
-    sends and checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it
-    costs in an annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack
-    (the label that transaction committed; a read-back only where the outcome is not known), and, every ~3 labels,
-    the refill (queue search, then one statement for the new items' rows, their suggestions and, at most every 2 s,
-    the queue's count; the image bytes). Not measured: the widget's websocket and the browser (see (a)).
-    Beside it, on fresh databases with the same items, the same run measures the app's path topping up at every
-    label (refill_below=4: what the app did before), `submit_and_claim` alone (no session: the queue's ceiling,
-    what this benchmark measured before and called the app's path) and, on PostgreSQL, statement by statement
-    (1/8 of the labels). Each run checks that every item was labelled exactly once and no label was refused.
-    Each figure prints the CPU the annotator processes spent per label and the load average before and after.
-    Targets: >= 2,000 labels/s on SQLite, >= 1,000 on PostgreSQL (a throwaway server on the same cores by
-    default; `--postgres URL` for yours).
+(b) labels/s with 16 concurrent annotator processes on the store, each on **the app's own path**: what the widget
+    calls for every message from the page, `answer(session, message)` on an `AnnotationSession` (the app's PREFETCH
+    and REFILL_BELOW), with the page simulated: it labels the item on screen, keeps the items the kernel sends and
+    checks each label's ack, until the kernel says the queue is exhausted. So a label costs here what it costs in an
+    annotator's kernel: the submit-and-claim transaction (one server-side function call on PostgreSQL), the ack (the
+    label that transaction committed; a read-back only where the outcome is not known), and, every ~3 labels, the
+    refill (queue search, then one statement for the new items' rows, their suggestions and, at most every 2 s, the
+    queue's count; the image bytes). Not measured: the widget's websocket and the browser (see (a)). Beside it, on
+    fresh databases with the same items, the same run measures the app's path topping up at every label
+    (refill_below=4: what the app did before), `submit_and_claim` alone (no session: the queue's ceiling, what this
+    benchmark measured before and called the app's path) and, on PostgreSQL, statement by statement (1/8 of the
+    labels). Each run checks that every item was labelled exactly once and no label was refused. Each figure prints
+    the CPU the annotator processes spent per label and the load average before and after. Targets: >= 2,000
+    labels/s on SQLite, >= 1,000 on PostgreSQL (a throwaway server on the same cores by default; `--postgres URL`
+    for yours).
 
 Latest figures for (b) (30 Nov 2026, 21:32 UTC, nothing else on the machine, load 1.1-2.1; `--skip-browser --labels
 4000 --paths app,calls`; the app's path now holds the app's PREFETCH 4 with REFILL_BELOW 3):
