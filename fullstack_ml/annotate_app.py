@@ -203,6 +203,8 @@ class AnnotationSession:
                 _, held = submit_and_claim(self.engine, self.project, item_id, self.user, message["label"],
                                            message.get("seconds"), 1 + self.prefetch, self.lease_s, meta=meta,
                                            refill_below=self.refill_below)
+                if len(held) < min(2, 1 + self.prefetch):  # no reserve: others won the queue's head? look again
+                    held = claim(self.engine, self.project, self.user, 1 + self.prefetch, self.lease_s)
                 self.stored = (item_id, message["label"])  # committed: the ack needs no read-back
                 self.remaining = None if self.remaining is None else max(0, self.remaining - 1)
                 return self.top_up(held)

